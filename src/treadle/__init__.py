@@ -1,0 +1,1 @@
+"""Treadle: durable, observable AI workflows."""

@@ -1,0 +1,115 @@
+"""The ``treadle`` command: serve, worker, migrate, seed, dev."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from treadle.settings import Settings
+
+
+def _serve(settings: Settings, *, dev: bool) -> int:
+    import uvicorn
+
+    target = "treadle.app:create_dev_app" if dev else "treadle.app:create_app"
+    uvicorn.run(
+        target,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        proxy_headers=True,
+        timeout_graceful_shutdown=30,
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
+    )
+    return 0
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    if not settings.redis_url:
+        print("treadle worker needs REDIS_URL (embedded mode runs steps in `treadle dev`)")  # noqa: T201
+        return 2
+    from taskiq.cli.worker.args import WorkerArgs
+    from taskiq.cli.worker.run import run_worker
+
+    argv = [
+        "treadle.tasks.broker:create_broker",
+        "--workers",
+        str(args.processes),
+        "--max-async-tasks",
+        str(settings.treadle_worker_concurrency),
+        "--ack-type",
+        "when_executed",
+        "--wait-tasks-timeout",
+        str(args.grace),
+        "--no-configure-logging",
+        "--tasks-pattern",
+        "__none__",
+    ]
+    status = run_worker(WorkerArgs.from_cli(argv))
+    return int(status or 0)
+
+
+def _migrate(settings: Settings) -> int:
+    from treadle.migrate import upgrade
+
+    upgrade(settings.database_url)
+    print(f"database migrated: {_redacted(settings.database_url)}")  # noqa: T201
+    return 0
+
+
+def _seed(settings: Settings) -> int:
+    from treadle.resources import open_resources
+    from treadle.seed import seed
+
+    async def main() -> tuple[str, str]:
+        async with open_resources(settings, embedded=True) as resources:
+            return await seed(resources)
+
+    email, password = asyncio.run(main())
+    print(f"demo login: {email} / {password}")  # noqa: T201
+    return 0
+
+
+def _redacted(url: str) -> str:
+    head, sep, tail = url.rpartition("@")
+    return f"{head.split('//')[0]}//***@{tail}" if sep else url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="treadle", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="API server only (production topology)")
+    worker = sub.add_parser("worker", help="a Taskiq worker process")
+    worker.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    worker.add_argument("--grace", type=float, default=25.0, help="seconds to finish steps")
+    sub.add_parser("migrate", help="alembic upgrade head on DATABASE_URL")
+    sub.add_parser("seed", help="idempotent demo tenant, user and workflows")
+    sub.add_parser("dev", help="API + worker in one process on embedded defaults")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings()
+    except ValueError as exc:
+        print(f"treadle: invalid settings: {_first_line(exc)}", file=sys.stderr)  # noqa: T201
+        return 2
+    if args.command == "serve":
+        return _serve(settings, dev=False)
+    if args.command == "dev":
+        return _serve(settings, dev=True)
+    if args.command == "worker":
+        return _worker(settings, args)
+    if args.command == "migrate":
+        return _migrate(settings)
+    return _seed(settings)
+
+
+def _first_line(exc: ValueError) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    message = next((line for line in lines if "JWT_SECRET" in line), lines[-1] if lines else "")
+    return message.removeprefix("Value error, ")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""ASGI middleware: request ids and the request body cap (checked while streaming)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from treadle.errors import PayloadTooLargeError
+from treadle.logging import request_id_var
+
+
+class RequestContextMiddleware:
+    """Give every request an id (echoed as ``X-Request-Id``) visible to logs and errors."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex
+        token = request_id_var.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-request-id", request_id.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+
+
+class BodyLimitMiddleware:
+    """Answer 413 for bodies over ``max_bytes`` without reading them whole."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if _declared_length(scope) > self.max_bytes:
+            await _reject(send, self.max_bytes)
+            return
+        received = 0
+        exceeded = started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, exceeded
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    exceeded = True
+                    raise PayloadTooLargeError(_message(self.max_bytes))
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            # An app that swallowed the error (and answers 400) still gets a 413 sent for it.
+            nonlocal started
+            if exceeded:
+                if not started:
+                    started = True
+                    await _reject(send, self.max_bytes)
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except PayloadTooLargeError:
+            if not started:
+                await _reject(send, self.max_bytes)
+
+
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length" and value.isdigit():
+            return int(value)
+    return 0
+
+
+def _message(max_bytes: int) -> str:
+    return f"request body exceeds {max_bytes} bytes"
+
+
+async def _reject(send: Send, max_bytes: int) -> None:
+    body = json.dumps(
+        {"error": {"code": PayloadTooLargeError.code, "message": _message(max_bytes)}}
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,1 @@
+"""Thin GraphQL root resolvers: parse, call one service function, shape the view."""

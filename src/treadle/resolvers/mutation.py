@@ -1,0 +1,68 @@
+import strawberry
+from strawberry.scalars import JSON
+
+from treadle.schema.context import Info
+from treadle.schema.inputs import (
+    CreateUserInput,
+    LoginInput,
+    RegisterInput,
+    WorkflowInput,
+    WorkflowUpdateInput,
+    as_payload,
+)
+from treadle.schema.types import AuthPayload, Run, User, Workflow
+from treadle.services import auth, runs, workflows
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation
+    async def register(self, info: Info, input: RegisterInput) -> AuthPayload:
+        async with info.context.service(anonymous=True) as ctx:
+            return AuthPayload.from_view(await auth.register(ctx, as_payload(input)))
+
+    @strawberry.mutation
+    async def login(self, info: Info, input: LoginInput) -> AuthPayload:
+        async with info.context.service(anonymous=True) as ctx:
+            return AuthPayload.from_view(await auth.login(ctx, as_payload(input)))
+
+    @strawberry.mutation
+    async def create_user(self, info: Info, input: CreateUserInput) -> User:
+        async with info.context.service() as ctx:
+            return User.from_view(await auth.create_user(ctx, as_payload(input)))
+
+    @strawberry.mutation
+    async def create_workflow(self, info: Info, input: WorkflowInput) -> Workflow:
+        async with info.context.service() as ctx:
+            return Workflow.from_view(await workflows.create_workflow(ctx, as_payload(input)))
+
+    @strawberry.mutation
+    async def update_workflow(
+        self, info: Info, id: strawberry.ID, input: WorkflowUpdateInput
+    ) -> Workflow:
+        async with info.context.service() as ctx:
+            view = await workflows.update_workflow(ctx, str(id), as_payload(input))
+        return Workflow.from_view(view)
+
+    @strawberry.mutation
+    async def delete_workflow(self, info: Info, id: strawberry.ID) -> bool:
+        async with info.context.service() as ctx:
+            await workflows.delete_workflow(ctx, str(id))
+        return True
+
+    @strawberry.mutation
+    async def execute_workflow(
+        self,
+        info: Info,
+        id: strawberry.ID,
+        input: JSON | None = None,
+        idempotency_key: str | None = None,
+    ) -> Run:
+        async with info.context.service() as ctx:
+            execution = await runs.execute_workflow(ctx, str(id), input, idempotency_key)
+        return Run.from_view(execution.run)
+
+    @strawberry.mutation
+    async def cancel_run(self, info: Info, id: strawberry.ID) -> Run:
+        async with info.context.service() as ctx:
+            return Run.from_view(await runs.cancel_run(ctx, str(id)))

@@ -1,0 +1,71 @@
+import strawberry
+
+from treadle.schema.context import Info
+from treadle.schema.types import (
+    Health,
+    Run,
+    RunEvent,
+    RunPage,
+    RunStatus,
+    User,
+    Workflow,
+    WorkflowPage,
+)
+from treadle.services import auth, runs, workflows
+from treadle.services.health import check_health
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    async def me(self, info: Info) -> User:
+        async with info.context.service() as ctx:
+            return User.from_view(await auth.get_me(ctx))
+
+    @strawberry.field
+    async def workflows(self, info: Info, page: int = 1, page_size: int = 20) -> WorkflowPage:
+        async with info.context.service() as ctx:
+            return WorkflowPage.from_page(await workflows.list_workflows(ctx, page, page_size))
+
+    @strawberry.field
+    async def workflow(self, info: Info, id: strawberry.ID) -> Workflow | None:
+        async with info.context.service() as ctx:
+            view = await workflows.find_workflow(ctx, str(id))
+        return Workflow.from_view(view) if view else None
+
+    @strawberry.field
+    async def runs(
+        self,
+        info: Info,
+        workflow_id: strawberry.ID | None = None,
+        status: RunStatus | None = None,  # type: ignore[valid-type]
+        page: int = 1,
+        page_size: int = 20,
+    ) -> RunPage:
+        async with info.context.service() as ctx:
+            result = await runs.list_runs(
+                ctx,
+                str(workflow_id) if workflow_id else None,
+                status.value if status else None,
+                page,
+                page_size,
+            )
+        return RunPage.from_page(result)
+
+    @strawberry.field
+    async def run(self, info: Info, id: strawberry.ID) -> Run | None:
+        async with info.context.service() as ctx:
+            view = await runs.find_run(ctx, str(id))
+        return Run.from_view(view) if view else None
+
+    @strawberry.field
+    async def run_events(
+        self, info: Info, run_id: strawberry.ID, after_seq: int = 0, limit: int = 100
+    ) -> list[RunEvent]:
+        async with info.context.service() as ctx:
+            events = await runs.list_events(ctx, str(run_id), after_seq, limit)
+        return [RunEvent.from_view(event) for event in events]
+
+    @strawberry.field
+    async def health(self, info: Info) -> Health:
+        return Health.from_view(await check_health(info.context.resources))

@@ -1,0 +1,109 @@
+"""Process-wide resources, opened once by each entry point and passed down explicitly."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+from taskiq import AsyncBroker
+
+from treadle.ai import build_model_client
+from treadle.db import SessionMaker, build_engine, build_sessionmaker
+from treadle.engine.ai import ModelClient
+from treadle.engine.steps import StepRegistry, build_registry
+from treadle.engine.template import TemplateEngine
+from treadle.net.egress import EgressPolicy, build_http_client
+from treadle.pubsub import EventBus, MemoryEventBus, RedisEventBus
+from treadle.security import PasswordHasher, TokenCodec
+from treadle.services.dagcache import DagCache
+from treadle.services.runtxn import LocalTimers
+from treadle.settings import Settings
+from treadle.tasks.broker import TaskiqStepQueue, build_broker
+
+
+class StepQueue(Protocol):
+    async def enqueue(self, step_ids: Sequence[uuid.UUID]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: SessionMaker
+    redis: Redis | None
+    bus: EventBus
+    broker: AsyncBroker
+    queue: StepQueue
+    registry: StepRegistry
+    dags: DagCache
+    templates: TemplateEngine
+    http: httpx.AsyncClient
+    model: ModelClient
+    hasher: PasswordHasher
+    tokens: TokenCodec
+    timers: LocalTimers
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
+
+
+@contextlib.asynccontextmanager
+async def open_resources(
+    settings: Settings, *, broker: AsyncBroker | None = None, embedded: bool = False
+) -> AsyncIterator[Resources]:
+    """Open every client the process needs; close them all on exit."""
+    async with contextlib.AsyncExitStack() as stack:
+        engine = build_engine(settings.database_url, pool_size=settings.treadle_db_pool_size)
+        stack.push_async_callback(engine.dispose)
+        redis: Redis | None = None
+        bus: EventBus
+        if settings.redis_url:
+            redis = Redis.from_url(settings.redis_url)
+            stack.push_async_callback(redis.aclose)
+            redis_bus = RedisEventBus(redis)
+            stack.push_async_callback(redis_bus.aclose)
+            bus = redis_bus
+        else:
+            bus = MemoryEventBus()
+        if broker is None:
+            broker = build_broker(settings, embedded=embedded)
+            if not broker.is_worker_process:
+                await broker.startup()
+                stack.push_async_callback(broker.shutdown)
+        registry = build_registry()
+        http = build_http_client(EgressPolicy.from_setting(settings.treadle_egress_allow))
+        stack.push_async_callback(http.aclose)
+        model = build_model_client(settings.openai_api_key, settings.openai_base_url)
+        stack.push_async_callback(model.aclose)
+        queue = TaskiqStepQueue(broker)
+        timers = LocalTimers(queue.enqueue)
+        stack.callback(timers.close)
+        resources = Resources(
+            settings=settings,
+            engine=engine,
+            sessions=build_sessionmaker(engine),
+            redis=redis,
+            bus=bus,
+            broker=broker,
+            queue=queue,
+            registry=registry,
+            dags=DagCache(registry),
+            templates=TemplateEngine(),
+            http=http,
+            model=model,
+            hasher=PasswordHasher(
+                memory_cost=settings.treadle_argon2_memory_kib,
+                time_cost=settings.treadle_argon2_time_cost,
+            ),
+            tokens=TokenCodec(settings.resolve_jwt_secret(), settings.jwt_ttl_seconds),
+            timers=timers,
+        )
+        broker.state.resources = resources
+        yield resources

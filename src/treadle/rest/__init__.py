@@ -1,0 +1,1 @@
+"""Thin REST aliases over the same service functions GraphQL uses."""

@@ -1,0 +1,194 @@
+"""REST aliases: parse the request, call one service function, dump its view."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from treadle.errors import ValidationError
+from treadle.resources import Resources
+from treadle.security import bearer_token
+from treadle.services import auth, runs, workflows
+from treadle.services.context import ServiceContext, open_service_context
+from treadle.services.health import check_health
+from treadle.services.views import Page
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _resources(request: Request) -> Resources:
+    resources: Resources = request.state.resources
+    return resources
+
+
+@contextlib.asynccontextmanager
+async def _service(request: Request, *, anonymous: bool = False) -> AsyncIterator[ServiceContext]:
+    resources = _resources(request)
+    actor = None
+    if not anonymous:
+        from treadle.errors import UnauthenticatedError
+
+        token = bearer_token(request.headers.get("authorization"))
+        if token is None:
+            raise UnauthenticatedError("authentication required")
+        actor = resources.tokens.verify(token)
+    async with open_service_context(resources, actor) as ctx:
+        yield ctx
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        data = json.loads(raw or b"{}")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError("request body is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise ValidationError("request body must be a JSON object")
+    return data
+
+
+def _int(request: Request, name: str, default: int) -> int:
+    value = request.query_params.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise ValidationError(
+            f"{name} must be an integer", fields={name: "not an integer"}
+        ) from exc
+
+
+def _page(page: Page[Any]) -> dict[str, Any]:
+    return {
+        "items": [item.to_json() for item in page.items],
+        "page": page.page,
+        "pageSize": page.page_size,
+        "total": page.total,
+    }
+
+
+async def register(request: Request) -> Response:
+    body = await _body(request)
+    async with _service(request, anonymous=True) as ctx:
+        view = await auth.register(ctx, body)
+    return JSONResponse(view.to_json(), status_code=201)
+
+
+async def login(request: Request) -> Response:
+    body = await _body(request)
+    async with _service(request, anonymous=True) as ctx:
+        view = await auth.login(ctx, body)
+    return JSONResponse(view.to_json())
+
+
+async def create_user(request: Request) -> Response:
+    body = await _body(request)
+    async with _service(request) as ctx:
+        view = await auth.create_user(ctx, body)
+    return JSONResponse(view.to_json(), status_code=201)
+
+
+async def me(request: Request) -> Response:
+    async with _service(request) as ctx:
+        view = await auth.get_me(ctx)
+    return JSONResponse(view.to_json())
+
+
+async def list_workflows(request: Request) -> Response:
+    page, size = _int(request, "page", 1), _int(request, "pageSize", 20)
+    async with _service(request) as ctx:
+        result = await workflows.list_workflows(ctx, page, size)
+    return JSONResponse(_page(result))
+
+
+async def create_workflow(request: Request) -> Response:
+    body = await _body(request)
+    async with _service(request) as ctx:
+        view = await workflows.create_workflow(ctx, body)
+    return JSONResponse(view.to_json(), status_code=201)
+
+
+async def get_workflow(request: Request) -> Response:
+    async with _service(request) as ctx:
+        view = await workflows.get_workflow(ctx, request.path_params["id"])
+    return JSONResponse(view.to_json())
+
+
+async def update_workflow(request: Request) -> Response:
+    body = await _body(request)
+    async with _service(request) as ctx:
+        view = await workflows.update_workflow(ctx, request.path_params["id"], body)
+    return JSONResponse(view.to_json())
+
+
+async def delete_workflow(request: Request) -> Response:
+    async with _service(request) as ctx:
+        await workflows.delete_workflow(ctx, request.path_params["id"])
+    return Response(status_code=204)
+
+
+async def execute_workflow(request: Request) -> Response:
+    body = await _body(request)
+    key = request.headers.get("idempotency-key")
+    async with _service(request) as ctx:
+        result = await runs.execute_workflow(ctx, request.path_params["id"], body.get("input"), key)
+    return JSONResponse(result.run.to_json(), status_code=202 if result.created else 200)
+
+
+async def list_workflow_runs(request: Request) -> Response:
+    page, size = _int(request, "page", 1), _int(request, "pageSize", 20)
+    status = request.query_params.get("status")
+    async with _service(request) as ctx:
+        result = await runs.list_runs(ctx, request.path_params["id"], status, page, size)
+    return JSONResponse(_page(result))
+
+
+async def get_run(request: Request) -> Response:
+    async with _service(request) as ctx:
+        view = await runs.get_run(ctx, request.path_params["id"])
+    return JSONResponse(view.to_json())
+
+
+async def list_run_events(request: Request) -> Response:
+    after, limit = _int(request, "afterSeq", 0), _int(request, "limit", 100)
+    async with _service(request) as ctx:
+        events = await runs.list_events(ctx, request.path_params["id"], after, limit)
+    return JSONResponse({"items": [event.to_json() for event in events]})
+
+
+async def cancel_run(request: Request) -> Response:
+    async with _service(request) as ctx:
+        view = await runs.cancel_run(ctx, request.path_params["id"])
+    return JSONResponse(view.to_json())
+
+
+async def health(request: Request) -> Response:
+    view = await check_health(_resources(request))
+    return JSONResponse(view.to_json(), status_code=200 if view.status == "ok" else 503)
+
+
+def rest_routes() -> list[Route]:
+    return [
+        Route("/api/auth/register", register, methods=["POST"]),
+        Route("/api/auth/login", login, methods=["POST"]),
+        Route("/api/users", create_user, methods=["POST"]),
+        Route("/api/me", me, methods=["GET"]),
+        Route("/api/workflows", list_workflows, methods=["GET"]),
+        Route("/api/workflows", create_workflow, methods=["POST"]),
+        Route("/api/workflows/{id}", get_workflow, methods=["GET"]),
+        Route("/api/workflows/{id}", update_workflow, methods=["PUT"]),
+        Route("/api/workflows/{id}", delete_workflow, methods=["DELETE"]),
+        Route("/api/workflows/{id}/execute", execute_workflow, methods=["POST"]),
+        Route("/api/workflows/{id}/runs", list_workflow_runs, methods=["GET"]),
+        Route("/api/runs/{id}", get_run, methods=["GET"]),
+        Route("/api/runs/{id}/events", list_run_events, methods=["GET"]),
+        Route("/api/runs/{id}/cancel", cancel_run, methods=["POST"]),
+        Route("/api/health", health, methods=["GET"]),
+    ]

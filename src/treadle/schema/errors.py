@@ -1,0 +1,43 @@
+"""Error shaping: every GraphQL error carries ``extensions.code``; unexpected ones are masked."""
+
+import logging
+from collections.abc import Iterator
+
+from graphql.error import GraphQLError
+from strawberry.extensions import SchemaExtension
+
+from treadle.errors import TreadleError
+from treadle.logging import request_id_var
+
+logger = logging.getLogger(__name__)
+
+
+def shape_error(error: GraphQLError) -> GraphQLError:
+    original = error.original_error
+    if isinstance(original, TreadleError):
+        extensions = {**(error.extensions or {}), "code": original.code}
+        if original.fields:
+            extensions["fields"] = original.fields
+        error.extensions = extensions
+        return error
+    if original is None:
+        # Parsing and validation errors of the document itself.
+        error.extensions = {**(error.extensions or {}), "code": "VALIDATION_ERROR"}
+        return error
+    request_id = request_id_var.get()
+    logger.error("unexpected error in resolver", exc_info=original)
+    return GraphQLError(
+        "internal error",
+        nodes=error.nodes,
+        path=error.path,
+        extensions={"code": "INTERNAL", "request_id": request_id},
+    )
+
+
+class DomainErrors(SchemaExtension):
+    def on_operation(self) -> Iterator[None]:
+        yield
+        result = self.execution_context.result
+        errors = getattr(result, "errors", None)
+        if result is not None and errors:
+            result.errors = [shape_error(error) for error in errors]

@@ -1,0 +1,105 @@
+"""Password hashing (argon2 via libpass) and JWT (HS256 only)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Final
+
+import jwt
+from passlib.context import CryptContext
+
+from treadle.errors import UnauthenticatedError
+
+ALGORITHM: Final = "HS256"
+REQUIRED_CLAIMS: Final = ["sub", "tid", "role", "iat", "exp"]
+
+
+class Role(StrEnum):
+    ADMIN = "ADMIN"
+    MEMBER = "MEMBER"
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who is calling: from a verified token, never from input."""
+
+    user_id: uuid.UUID
+    tenant_id: uuid.UUID
+    role: Role
+
+
+class PasswordHasher:
+    """argon2id through libpass's CryptContext; hashing runs off the event loop."""
+
+    def __init__(self, *, memory_cost: int = 65536, time_cost: int = 3, parallelism: int = 4):
+        self._context = CryptContext(
+            schemes=["argon2"],
+            argon2__type="ID",
+            argon2__memory_cost=memory_cost,
+            argon2__rounds=time_cost,
+            argon2__parallelism=parallelism,
+        )
+        # Verified when the email is unknown, so a miss costs as long as a wrong password.
+        self._dummy = self._context.hash("treadle-timing-equaliser")
+
+    async def hash(self, password: str) -> str:
+        return await asyncio.to_thread(self._context.hash, password)
+
+    async def verify(self, password: str, stored: str | None) -> bool:
+        """Check ``password``; with no stored hash, burn the same time and return False."""
+        target = stored or self._dummy
+        ok = await asyncio.to_thread(self._context.verify, password, target)
+        return bool(ok) and stored is not None
+
+    def needs_update(self, stored: str) -> bool:
+        return bool(self._context.needs_update(stored))
+
+
+class TokenCodec:
+    """Issues and verifies HS256 JWTs carrying ``sub``, ``tid``, ``role``, ``iat``, ``exp``."""
+
+    def __init__(self, secret: str, ttl_seconds: int) -> None:
+        self._secret = secret
+        self._ttl = ttl_seconds
+
+    def issue(self, actor: Actor, *, now: float | None = None) -> str:
+        issued = int(now if now is not None else time.time())
+        claims = {
+            "sub": str(actor.user_id),
+            "tid": str(actor.tenant_id),
+            "role": actor.role.value,
+            "iat": issued,
+            "exp": issued + self._ttl,
+        }
+        return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
+
+    def verify(self, token: str) -> Actor:
+        """Return the token's actor, or raise UnauthenticatedError (one message for all causes)."""
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=[ALGORITHM],
+                options={"require": REQUIRED_CLAIMS},
+            )
+            return Actor(
+                user_id=uuid.UUID(str(claims["sub"])),
+                tenant_id=uuid.UUID(str(claims["tid"])),
+                role=Role(claims["role"]),
+            )
+        except (jwt.PyJWTError, ValueError, KeyError) as exc:
+            raise UnauthenticatedError("invalid or expired token") from exc
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header, if any."""
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()

@@ -1,0 +1,63 @@
+"""The service context: caller, transaction and after-commit hooks."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import Select
+
+from treadle.db import AsyncSession
+from treadle.security import Actor
+
+if TYPE_CHECKING:
+    from treadle.resources import Resources
+
+logger = logging.getLogger(__name__)
+
+AfterCommit = Callable[[], Awaitable[None]]
+S = TypeVar("S", bound=Select[Any])
+
+
+@dataclass(slots=True)
+class ServiceContext:
+    resources: Resources
+    session: AsyncSession
+    actor: Actor | None
+    on_commit: list[AfterCommit] = field(default_factory=list)
+
+    def require_actor(self) -> Actor:
+        from treadle.errors import UnauthenticatedError
+
+        if self.actor is None:
+            raise UnauthenticatedError("authentication required")
+        return self.actor
+
+
+@contextlib.asynccontextmanager
+async def open_service_context(
+    resources: Resources, actor: Actor | None
+) -> AsyncIterator[ServiceContext]:
+    """One transaction: committed when the block succeeds, then the after-commit hooks run."""
+    async with resources.sessions() as session:
+        ctx = ServiceContext(resources=resources, session=session, actor=actor)
+        async with session.begin():
+            yield ctx
+    await run_after_commit(ctx.on_commit)
+
+
+async def run_after_commit(hooks: list[AfterCommit]) -> None:
+    for hook in hooks:
+        try:
+            await hook()
+        except Exception:
+            # The database holds the truth; the reaper re-dispatches what was not enqueued.
+            logger.exception("after-commit hook failed")
+
+
+def owned_by(stmt: S, model: Any, actor: Actor) -> S:
+    """Scope ``stmt`` to the actor's tenant."""
+    return stmt.where(model.tenant_id == actor.tenant_id)

@@ -1,0 +1,228 @@
+"""Runs: execute (with idempotency keys), read, list, events, cancel."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from sqlalchemy import func, select
+
+from treadle.engine.json import JSON
+from treadle.engine.states import TERMINAL_RUN, EventType, RunStatus, StepStatus
+from treadle.errors import ConflictError, NotFoundError, ValidationError
+from treadle.models import Workflow, WorkflowEvent, WorkflowRun, WorkflowStep
+from treadle.models.base import utcnow
+from treadle.services.context import ServiceContext, owned_by
+from treadle.services.events import EventWriter
+from treadle.services.progress import cancel_open_steps, finish_run, settle
+from treadle.services.runtxn import RunTxn, after_commit, load_run_txn
+from treadle.services.views import EventView, Page, RunView, StepView, parse_input
+from treadle.services.workflows import check_page, load_workflow, parse_uuid
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+MAX_EVENTS_PAGE = 1000
+
+
+class ExecuteInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input: JsonValue = None
+    idempotency_key: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    run: RunView
+    created: bool  # False when an idempotency key named an existing run
+
+
+async def execute_workflow(
+    ctx: ServiceContext, workflow_id: str, input_: JSON, idempotency_key: str | None
+) -> Execution:
+    """Start a run of the workflow's current version; the same key within 24 h gives that run."""
+    actor = ctx.require_actor()
+    args = parse_input(ExecuteInput, {"input": input_, "idempotency_key": idempotency_key})
+    if args.input is not None and not isinstance(args.input, dict):
+        raise ValidationError("input must be a JSON object", fields={"input": "must be an object"})
+    workflow = await load_workflow(ctx, workflow_id, lock=args.idempotency_key is not None)
+    if args.idempotency_key:
+        existing = await _run_for_key(ctx, workflow.id, args.idempotency_key)
+        if existing is not None:
+            return Execution(run=await _view(ctx, existing), created=False)
+    now = utcnow()
+    run = WorkflowRun(
+        id=uuid.uuid4(),
+        tenant_id=actor.tenant_id,
+        workflow_id=workflow.id,
+        workflow_version=workflow.version,
+        definition=workflow.definition,
+        status=RunStatus.PENDING,
+        input=args.input if args.input is not None else {},
+        idempotency_key=args.idempotency_key,
+        last_seq=0,
+        created_at=now,
+    )
+    dag = ctx.resources.dags.get(run.id, run.definition)
+    steps = {
+        node_id: WorkflowStep(
+            id=uuid.uuid4(),
+            tenant_id=actor.tenant_id,
+            run_id=run.id,
+            node_id=node_id,
+            type=node.type,
+            status=StepStatus.PENDING,
+            attempt=0,
+        )
+        for node_id, node in dag.nodes.items()
+    }
+    # No ORM relationships declare the order, so parents are flushed before children.
+    ctx.session.add(run)
+    await ctx.session.flush()
+    ctx.session.add_all(steps.values())
+    await ctx.session.flush()
+    txn = RunTxn(ctx.session, run, steps, EventWriter(run, ctx.session))
+    txn.writer.append(EventType.RUN_CREATED, None, {"workflowVersion": workflow.version})
+    txn.dispatch = settle(run, dag, steps, txn.writer, now)
+    await ctx.session.flush()
+    _after_commit(ctx, txn)
+    return Execution(run=_run_view(run, steps), created=True)
+
+
+async def _run_for_key(ctx: ServiceContext, workflow_id: uuid.UUID, key: str) -> WorkflowRun | None:
+    actor = ctx.require_actor()
+    stmt = owned_by(select(WorkflowRun), WorkflowRun, actor).where(
+        WorkflowRun.workflow_id == workflow_id, WorkflowRun.idempotency_key == key
+    )
+    run = (await ctx.session.execute(stmt)).scalar_one_or_none()
+    if run is None:
+        return None
+    if run.created_at >= utcnow() - IDEMPOTENCY_WINDOW:
+        return run
+    run.idempotency_key = None  # expired: the key is free for a new run
+    await ctx.session.flush()
+    return None
+
+
+async def _load_run(ctx: ServiceContext, run_id: str) -> WorkflowRun:
+    actor = ctx.require_actor()
+    key = parse_uuid(run_id, "run")
+    stmt = owned_by(select(WorkflowRun), WorkflowRun, actor).where(WorkflowRun.id == key)
+    run = (await ctx.session.execute(stmt)).scalar_one_or_none()
+    if run is None:
+        raise NotFoundError("run not found")
+    return run
+
+
+async def _view(ctx: ServiceContext, run: WorkflowRun) -> RunView:
+    rows = await ctx.session.execute(select(WorkflowStep).where(WorkflowStep.run_id == run.id))
+    return _run_view(run, {row.node_id: row for row in rows.scalars()})
+
+
+async def get_run(ctx: ServiceContext, run_id: str) -> RunView:
+    """The run with its steps in definition order; NOT_FOUND for another tenant's run."""
+    return await _view(ctx, await _load_run(ctx, run_id))
+
+
+async def find_run(ctx: ServiceContext, run_id: str) -> RunView | None:
+    try:
+        return await get_run(ctx, run_id)
+    except NotFoundError:
+        return None
+
+
+async def require_run(ctx: ServiceContext, run_id: str) -> RunView:
+    """Check the caller may see the run (for subscriptions); returns it without steps."""
+    return RunView.of(await _load_run(ctx, run_id))
+
+
+async def list_runs(
+    ctx: ServiceContext,
+    workflow_id: str | None,
+    status: str | None,
+    page: int,
+    page_size: int,
+) -> Page[RunView]:
+    """Runs newest first, optionally of one workflow and in one status (steps not included)."""
+    actor = ctx.require_actor()
+    page, page_size = check_page(page, page_size)
+    base = owned_by(select(WorkflowRun), WorkflowRun, actor)
+    if workflow_id is not None:
+        base = base.where(WorkflowRun.workflow_id == await _workflow_key(ctx, workflow_id))
+    if status is not None:
+        if status not in RunStatus.__members__:
+            raise ValidationError(f"unknown status {status!r}", fields={"status": "unknown"})
+        base = base.where(WorkflowRun.status == status)
+    total = (await ctx.session.execute(select(func.count()).select_from(base.subquery()))).scalar()
+    rows = await ctx.session.execute(
+        base.order_by(WorkflowRun.created_at.desc(), WorkflowRun.id)
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    )
+    items = tuple(RunView.of(row) for row in rows.scalars())
+    return Page(items=items, page=page, page_size=page_size, total=int(total or 0))
+
+
+async def _workflow_key(ctx: ServiceContext, workflow_id: str) -> uuid.UUID:
+    """The id of one of the caller's workflows, deleted ones included (their runs remain)."""
+    actor = ctx.require_actor()
+    key = parse_uuid(workflow_id, "workflow")
+    stmt = owned_by(select(Workflow.id), Workflow, actor).where(Workflow.id == key)
+    if (await ctx.session.execute(stmt)).scalar_one_or_none() is None:
+        raise NotFoundError("workflow not found")
+    return key
+
+
+async def list_events(
+    ctx: ServiceContext, run_id: str, after_seq: int = 0, limit: int = 100
+) -> list[EventView]:
+    """Stored events with ``seq > after_seq``, in order."""
+    run = await _load_run(ctx, run_id)
+    return await read_events(ctx, run.id, after_seq, limit)
+
+
+async def read_events(
+    ctx: ServiceContext, run_id: uuid.UUID, after_seq: int, limit: int
+) -> list[EventView]:
+    if after_seq < 0:
+        raise ValidationError("afterSeq must be >= 0", fields={"afterSeq": "must be >= 0"})
+    if not 1 <= limit <= MAX_EVENTS_PAGE:
+        raise ValidationError(
+            f"limit must be between 1 and {MAX_EVENTS_PAGE}", fields={"limit": "out of range"}
+        )
+    rows = await ctx.session.execute(
+        select(WorkflowEvent)
+        .where(WorkflowEvent.run_id == run_id, WorkflowEvent.seq > after_seq)
+        .order_by(WorkflowEvent.seq)
+        .limit(limit)
+    )
+    return [EventView.of(row) for row in rows.scalars()]
+
+
+async def cancel_run(ctx: ServiceContext, run_id: str) -> RunView:
+    """Cancel a run that has not finished; 409 CONFLICT for a finished one."""
+    run = await _load_run(ctx, run_id)
+    txn = await load_run_txn(ctx.session, ctx.resources, run.id)
+    if RunStatus(txn.run.status) in TERMINAL_RUN:
+        raise ConflictError(f"run already {txn.run.status}")
+    now = utcnow()
+    cancel_open_steps(txn.steps, txn.writer, now)
+    finish_run(txn.run, RunStatus.CANCELLED, txn.writer, now)
+    await ctx.session.flush()
+    _after_commit(ctx, txn)
+    return _run_view(txn.run, txn.steps)
+
+
+def _after_commit(ctx: ServiceContext, txn: RunTxn) -> None:
+    tenant_id = txn.run.tenant_id
+
+    async def hook() -> None:
+        await after_commit(ctx.resources, tenant_id, txn)
+
+    ctx.on_commit.append(hook)
+
+
+def _run_view(run: WorkflowRun, steps: dict[str, WorkflowStep]) -> RunView:
+    order = [node["id"] for node in run.definition.get("nodes", [])]
+    return RunView.of(run, tuple(StepView.of(steps[node]) for node in order if node in steps))

@@ -1,0 +1,104 @@
+"""One transaction over one run: its row locked, its steps loaded, effects after commit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from treadle.db import AsyncSession
+from treadle.models import WorkflowRun, WorkflowStep
+from treadle.models.base import utcnow
+from treadle.services.events import EventWriter, publish_events
+from treadle.services.progress import load_steps, lock_run
+
+if TYPE_CHECKING:
+    from treadle.resources import Resources
+
+logger = logging.getLogger(__name__)
+
+StepEnqueue = Callable[[Sequence[uuid.UUID]], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class RunTxn:
+    session: AsyncSession
+    run: WorkflowRun
+    steps: dict[str, WorkflowStep]
+    writer: EventWriter
+    dispatch: list[uuid.UUID] = field(default_factory=list)
+    # Steps to enqueue at a set time by this process (retries, short delays); the reaper is the
+    # backstop when this process dies first.
+    timers: list[tuple[uuid.UUID, datetime]] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def open_run_txn(resources: Resources, run_id: uuid.UUID) -> AsyncIterator[RunTxn]:
+    """Lock the run, load its steps; after commit publish the events and enqueue the steps."""
+    async with resources.sessions() as session, session.begin():
+        txn = await load_run_txn(session, resources, run_id)
+        yield txn
+    await after_commit(resources, txn.run.tenant_id, txn)
+
+
+async def load_run_txn(session: AsyncSession, resources: Resources, run_id: uuid.UUID) -> RunTxn:
+    """Within ``session``'s transaction: lock the run and load its steps."""
+    run = await lock_run(session, run_id, postgres=resources.is_postgres)
+    return RunTxn(session, run, await load_steps(session, run_id), EventWriter(run, session))
+
+
+async def after_commit(resources: Resources, tenant_id: uuid.UUID, txn: RunTxn) -> None:
+    """Publish and enqueue; failures here delay work (the reaper repeats it) but lose nothing."""
+    try:
+        await publish_events(resources.bus, tenant_id, txn.writer.views())
+    except Exception:
+        logger.warning("publishing run events failed", exc_info=True)
+    try:
+        if txn.dispatch:
+            await resources.queue.enqueue(txn.dispatch)
+    except Exception:
+        logger.warning("enqueue failed; the reaper will dispatch", exc_info=True)
+    for step_id, at in txn.timers:
+        resources.timers.schedule(at, step_id)
+
+
+class LocalTimers:
+    """Enqueue steps at a given time from this process; cancelled on shutdown."""
+
+    def __init__(self, enqueue: StepEnqueue) -> None:
+        self._enqueue = enqueue
+        self._handles: set[asyncio.TimerHandle] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def schedule(self, at: datetime, step_id: uuid.UUID) -> None:
+        delay = max(0.0, (at - utcnow()).total_seconds())
+        if delay > 300:
+            return  # far-off wake-ups are the reaper's job
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle | None = None
+
+        def fire() -> None:
+            if handle is not None:
+                self._handles.discard(handle)
+            task = loop.create_task(self._send(step_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        handle = loop.call_later(delay, fire)
+        self._handles.add(handle)
+
+    async def _send(self, step_id: uuid.UUID) -> None:
+        try:
+            await self._enqueue([step_id])
+        except Exception:
+            logger.warning("timer enqueue failed; the reaper will dispatch", exc_info=True)
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.cancel()
+        self._handles.clear()

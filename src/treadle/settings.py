@@ -1,0 +1,83 @@
+"""Process settings from the environment (the contract's table), validated once at start-up.
+
+``Settings()`` is built by entry points only; nothing builds it at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+logger = logging.getLogger(__name__)
+
+MIN_SECRET_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    """Every setting of the API and the worker; field names map to upper-case variables."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./treadle.db"
+    redis_url: str | None = None
+    jwt_secret: str | None = None
+    jwt_ttl_seconds: int = Field(default=3600, gt=0)
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    treadle_ai_model: str = "gpt-4o-mini"
+    treadle_env: Literal["development", "production", "test"] = "development"
+    treadle_egress_allow: str = ""
+    port: int = 3001
+    host: str = "127.0.0.1"
+    log_level: str = "info"
+
+    # Beyond the contract's table: operational knobs with safe defaults (documented in README).
+    treadle_data_dir: Path = Path(".treadle")
+    treadle_lease_seconds: float = Field(default=15.0, gt=0)
+    treadle_reaper_interval_seconds: float = Field(default=1.0, gt=0)
+    treadle_worker_concurrency: int = Field(default=32, gt=0)
+    treadle_max_body_bytes: int = 1_048_576
+    treadle_allowed_origins: str = ""
+    treadle_db_pool_size: int = Field(default=10, gt=0)
+    treadle_queue_name: str = "treadle:steps"
+    treadle_stream_idle_seconds: float = Field(default=600.0, gt=0)
+    treadle_argon2_memory_kib: int = Field(default=65536, ge=8192)
+    treadle_argon2_time_cost: int = Field(default=3, ge=1)
+
+    @model_validator(mode="after")
+    def _production_secret(self) -> Settings:
+        if self.treadle_env == "production":
+            if not self.jwt_secret:
+                raise ValueError("JWT_SECRET is required when TREADLE_ENV=production")
+            if len(self.jwt_secret) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"JWT_SECRET must be at least {MIN_SECRET_LENGTH} characters in production"
+                )
+        return self
+
+    @property
+    def is_production(self) -> bool:
+        return self.treadle_env == "production"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def resolve_jwt_secret(self) -> str:
+        """The signing key: the setting, else (outside production) one kept in the data dir."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        path = self.treadle_data_dir / "jwt_secret"
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(48)
+        path.write_text(secret)
+        path.chmod(0o600)
+        logger.warning("JWT_SECRET is not set; generated a development key in %s", path)
+        return secret

@@ -1,0 +1,87 @@
+"""Broker construction for the API, the worker and embedded mode."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any, Final
+
+from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask, Context, InMemoryBroker, TaskiqDepends
+from taskiq.events import TaskiqEvents
+from taskiq.state import TaskiqState
+from taskiq_redis import RedisStreamBroker
+
+from treadle.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+RUN_STEP: Final = "treadle.run_step"
+
+
+async def run_step(step_id: str, context: Context = TaskiqDepends()) -> None:  # noqa: B008
+    """Advance one workflow step; the whole decision is made under a database lock."""
+    from treadle.services.execution import advance_step
+
+    await advance_step(context.state.resources, uuid.UUID(step_id))
+
+
+def build_broker(settings: Settings, *, embedded: bool) -> AsyncBroker:
+    """The Redis stream broker (acknowledged delivery) or, embedded, the in-process one."""
+    broker: AsyncBroker
+    if embedded or not settings.redis_url:
+        broker = InMemoryBroker(max_async_tasks=settings.treadle_worker_concurrency)
+    else:
+        broker = RedisStreamBroker(
+            settings.redis_url,
+            queue_name=settings.treadle_queue_name,
+            consumer_group_name=settings.treadle_queue_name,
+            # Postgres leases recover dead workers within seconds; the stream's own reclaim is
+            # a slow backstop, kept longer than any step so it rarely duplicates live work.
+            idle_timeout=int(settings.treadle_stream_idle_seconds * 1000),
+            xread_block=1000,
+            unacknowledged_lock_timeout=5,
+            maxlen=1_000_000,
+        )
+    broker.register_task(run_step, task_name=RUN_STEP)
+    return broker
+
+
+class TaskiqStepQueue:
+    """``StepQueue`` over a Taskiq broker."""
+
+    def __init__(self, broker: AsyncBroker) -> None:
+        task = broker.find_task(RUN_STEP)
+        if task is None:
+            raise RuntimeError("broker has no run_step task")
+        self._task: AsyncTaskiqDecoratedTask[Any, Any] = task
+
+    async def enqueue(self, step_ids: Sequence[uuid.UUID]) -> None:
+        for step_id in step_ids:
+            await self._task.kiq(str(step_id))
+
+
+def create_broker() -> AsyncBroker:
+    """Entry point of ``taskiq worker``: builds settings, broker and, on start, resources."""
+    from treadle.logging import configure_logging
+    from treadle.resources import open_resources
+    from treadle.tasks.reaper import run_reaper
+
+    settings = Settings()
+    configure_logging(settings.log_level)
+    broker = build_broker(settings, embedded=False)
+    stack = contextlib.AsyncExitStack()
+
+    async def on_startup(state: TaskiqState) -> None:
+        resources = await stack.enter_async_context(open_resources(settings, broker=broker))
+        state.resources = resources
+        await stack.enter_async_context(run_reaper(resources))
+        logger.info("worker ready")
+
+    async def on_shutdown(state: TaskiqState) -> None:
+        await stack.aclose()
+
+    broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, on_startup)
+    broker.add_event_handler(TaskiqEvents.WORKER_SHUTDOWN, on_shutdown)
+    return broker

@@ -1,0 +1,42 @@
+"""The reaper: re-dispatches steps whose time has come (ready, retry due, lease expired, wake)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from treadle.resources import Resources
+
+logger = logging.getLogger(__name__)
+
+
+async def _loop(resources: Resources) -> None:
+    from treadle.services.dispatch import dispatch_due
+
+    interval = resources.settings.treadle_reaper_interval_seconds
+    while True:
+        try:
+            count = await dispatch_due(resources)
+            if count:
+                logger.info("reaper dispatched %d due steps", count)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("reaper pass failed")
+        await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def run_reaper(resources: Resources) -> AsyncIterator[None]:
+    """Run the reaper loop for the duration of the block."""
+    task = asyncio.create_task(_loop(resources), name="treadle-reaper")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
