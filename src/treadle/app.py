@@ -38,8 +38,10 @@ def error_response(exc: TreadleError) -> JSONResponse:
 
 
 async def _treadle_error(_request: Request, exc: Exception) -> Response:
-    return error_response(exc) if isinstance(exc, TreadleError) else await _internal_error(
-        _request, exc
+    return (
+        error_response(exc)
+        if isinstance(exc, TreadleError)
+        else await _internal_error(_request, exc)
     )
 
 
@@ -100,7 +102,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
-        exception_handlers=ERROR_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=ERROR_HANDLERS,
     )
 
 

@@ -51,35 +51,42 @@ class BodyLimitMiddleware:
         if _declared_length(scope) > self.max_bytes:
             await _reject(send, self.max_bytes)
             return
-        received = 0
-        exceeded = started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received, exceeded
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    exceeded = True
-                    raise PayloadTooLargeError(_message(self.max_bytes))
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            # An app that swallowed the error (and answers 400) still gets a 413 sent for it.
-            nonlocal started
-            if exceeded:
-                if not started:
-                    started = True
-                    await _reject(send, self.max_bytes)
-                return
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        guard = _BodyGuard(receive, send, self.max_bytes)
         try:
-            await self.app(scope, limited_receive, guarded_send)
+            await self.app(scope, guard.receive, guard.send)
         except PayloadTooLargeError:
-            if not started:
-                await _reject(send, self.max_bytes)
+            await guard.reject()
+
+
+class _BodyGuard:
+    """Counts request bytes as they stream in; past the cap, the answer is 413."""
+
+    def __init__(self, receive: Receive, send: Send, max_bytes: int) -> None:
+        self._receive, self._send, self._max = receive, send, max_bytes
+        self._received = 0
+        self._exceeded = self._started = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self._received += len(message.get("body", b""))
+            if self._received > self._max:
+                self._exceeded = True
+                raise PayloadTooLargeError(_message(self._max))
+        return message
+
+    async def send(self, message: Message) -> None:
+        # An app that swallowed the error (and answers 400) still gets a 413 sent for it.
+        if self._exceeded:
+            await self.reject()
+            return
+        self._started = self._started or message["type"] == "http.response.start"
+        await self._send(message)
+
+    async def reject(self) -> None:
+        if not self._started:
+            self._started = True
+            await _reject(self._send, self._max)
 
 
 def _declared_length(scope: Scope) -> int:

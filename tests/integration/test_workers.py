@@ -172,8 +172,14 @@ class Cluster:
             parts.append(f"--- {path.name}\n" + "\n".join(text))
         return "\n".join(parts)
 
-    def wait_until(self, what: str, probe: Callable[[], T | None], timeout: float) -> T:
-        """Poll ``probe`` until it returns something truthy; fail with the workers' logs."""
+    def wait_until(
+        self,
+        what: str,
+        probe: Callable[[], T | None],
+        timeout: float,
+        state: Callable[[], object] = lambda: None,
+    ) -> T:
+        """Poll ``probe`` until it returns something truthy; fail with ``state()`` and logs."""
         deadline = time.monotonic() + timeout
         while True:
             value = probe()
@@ -181,7 +187,7 @@ class Cluster:
                 return value
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"timed out ({timeout}s) waiting for {what}\n{self.log_tail()}"
+                    f"timed out ({timeout}s) waiting for {what}: {state()}\n{self.log_tail()}"
                 )
             time.sleep(0.05)
 
@@ -214,6 +220,7 @@ class Cluster:
             f"step {node} to be {status}",
             lambda: self.step(run_id, node)["status"] == status,
             timeout,
+            lambda: (self.run(run_id), step_rows(self.settings, run_id)),
         )
 
 

@@ -1,6 +1,9 @@
+from typing import cast
+
 import strawberry
 from strawberry.scalars import JSON
 
+from treadle.engine import json as engine_json
 from treadle.schema.context import Info
 from treadle.schema.inputs import (
     CreateUserInput,
@@ -59,7 +62,9 @@ class Mutation:
         idempotency_key: str | None = None,
     ) -> Run:
         async with info.context.service() as ctx:
-            execution = await runs.execute_workflow(ctx, str(id), input, idempotency_key)
+            execution = await runs.execute_workflow(
+                ctx, str(id), cast(engine_json.JSON, input), idempotency_key
+            )
         return Run.from_view(execution.run)
 
     @strawberry.mutation

@@ -1,12 +1,12 @@
 import strawberry
 
+from treadle.engine.states import RunStatus as RunStatusEnum
 from treadle.schema.context import Info
 from treadle.schema.types import (
     Health,
     Run,
     RunEvent,
     RunPage,
-    RunStatus,
     User,
     Workflow,
     WorkflowPage,
@@ -23,7 +23,7 @@ class Query:
             return User.from_view(await auth.get_me(ctx))
 
     @strawberry.field
-    async def workflows(self, info: Info, page: int = 1, page_size: int = 20) -> WorkflowPage:
+    async def workflows(self, info: Info, page: int | None = 1, page_size: int | None = 20) -> WorkflowPage:
         async with info.context.service() as ctx:
             return WorkflowPage.from_page(await workflows.list_workflows(ctx, page, page_size))
 
@@ -38,9 +38,9 @@ class Query:
         self,
         info: Info,
         workflow_id: strawberry.ID | None = None,
-        status: RunStatus | None = None,  # type: ignore[valid-type]
-        page: int = 1,
-        page_size: int = 20,
+        status: RunStatusEnum | None = None,
+        page: int | None = 1,
+        page_size: int | None = 20,
     ) -> RunPage:
         async with info.context.service() as ctx:
             result = await runs.list_runs(
@@ -60,7 +60,7 @@ class Query:
 
     @strawberry.field
     async def run_events(
-        self, info: Info, run_id: strawberry.ID, after_seq: int = 0, limit: int = 100
+        self, info: Info, run_id: strawberry.ID, after_seq: int | None = 0, limit: int | None = 100
     ) -> list[RunEvent]:
         async with info.context.service() as ctx:
             events = await runs.list_events(ctx, str(run_id), after_seq, limit)

@@ -12,10 +12,11 @@ from treadle.services.follow import follow_events
 class Subscription:
     @strawberry.subscription
     async def run_events(
-        self, info: Info, run_id: strawberry.ID, after_seq: int = 0
+        self, info: Info, run_id: strawberry.ID, after_seq: int | None = 0
     ) -> AsyncGenerator[RunEvent, None]:
         async with info.context.service() as ctx:
             run = await runs.require_run(ctx, str(run_id))  # another tenant's: NOT_FOUND
         resources = info.context.resources
-        async for item in follow_events(resources, run.tenant_id, run.id, after_seq):
+        start = after_seq or 0
+        async for item in follow_events(resources, run.tenant_id, run.id, start):
             yield RunEvent.from_item(item)

@@ -70,4 +70,5 @@ class TreadleGraphQL(GraphQL[GraphQLContext, None]):
             _ = context.actor
         except UnauthenticatedError as exc:
             raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from exc
-        return UNSET
+        unset: UnsetType = UNSET
+        return unset

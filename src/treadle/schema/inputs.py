@@ -6,7 +6,7 @@ from typing import Any
 import strawberry
 from strawberry.scalars import JSON
 
-from treadle.schema.types import Role
+from treadle.schema.types import Role  # noqa: F401 - registers the enum before use
 from treadle.security import Role as RoleEnum
 
 
@@ -29,7 +29,7 @@ class CreateUserInput:
     email: str
     password: str
     name: str
-    role: Role = RoleEnum.MEMBER  # type: ignore[valid-type]
+    role: RoleEnum = RoleEnum.MEMBER
 
 
 @strawberry.input

@@ -1,7 +1,7 @@
 """Object types: the REST shapes, camelCase in the schema."""
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import strawberry
 from strawberry.scalars import JSON
@@ -23,9 +23,15 @@ from treadle.services.views import (
     WorkflowView,
 )
 
+# Registers the domain enums with Strawberry under their schema names (metadata only).
 RunStatus = strawberry.enum(RunStatusEnum, name="RunStatus")
 StepStatus = strawberry.enum(StepStatusEnum, name="StepStatus")
 Role = strawberry.enum(RoleEnum, name="Role")
+
+
+def as_json(value: object) -> JSON:
+    """Our JSON values, typed as Strawberry's JSON scalar."""
+    return cast(JSON, value)
 
 
 @strawberry.type
@@ -43,7 +49,7 @@ class User:
     id: strawberry.ID
     email: str
     name: str
-    role: Role  # type: ignore[valid-type]
+    role: RoleEnum
     tenant_id: strawberry.ID
 
     @classmethod
@@ -75,7 +81,7 @@ class Step:
     id: strawberry.ID
     node_id: str
     type: str
-    status: StepStatus  # type: ignore[valid-type]
+    status: StepStatusEnum
     attempt: int
     output: JSON | None
     error: JSON | None
@@ -90,8 +96,8 @@ class Step:
             type=view.type,
             status=StepStatusEnum(view.status),
             attempt=view.attempt,
-            output=view.output,
-            error=view.error,
+            output=as_json(view.output),
+            error=as_json(view.error),
             started_at=view.started_at,
             finished_at=view.finished_at,
         )
@@ -117,7 +123,7 @@ class RunEvent:
             seq=view.seq,
             type=view.type,
             node_id=view.node_id,
-            data=view.data,
+            data=as_json(view.data),
             created_at=view.created_at,
         )
 
@@ -131,7 +137,7 @@ class RunEvent:
             seq=None,
             type=str(item["type"]),
             node_id=item.get("nodeId"),
-            data=item.get("data"),
+            data=as_json(item.get("data")),
             created_at=datetime.now(UTC),
         )
 
@@ -141,7 +147,7 @@ class Run:
     id: strawberry.ID
     workflow_id: strawberry.ID
     workflow_version: int
-    status: RunStatus  # type: ignore[valid-type]
+    status: RunStatusEnum
     input: JSON | None
     output: JSON | None
     error: JSON | None
@@ -157,9 +163,9 @@ class Run:
             workflow_id=strawberry.ID(str(view.workflow_id)),
             workflow_version=view.workflow_version,
             status=RunStatusEnum(view.status),
-            input=view.input,
-            output=view.output,
-            error=view.error,
+            input=as_json(view.input),
+            output=as_json(view.output),
+            error=as_json(view.error),
             created_at=view.created_at,
             started_at=view.started_at,
             finished_at=view.finished_at,
@@ -175,7 +181,7 @@ class Run:
         return [Step.from_view(step) for step in view.steps or ()]
 
     @strawberry.field
-    async def events(self, info: Info, after_seq: int = 0, limit: int = 100) -> list[RunEvent]:
+    async def events(self, info: Info, after_seq: int | None = 0, limit: int | None = 100) -> list[RunEvent]:
         async with info.context.service() as ctx:
             events = await run_service.list_events(ctx, str(self.id), after_seq, limit)
         return [RunEvent.from_view(event) for event in events]
@@ -215,7 +221,7 @@ class Workflow:
             name=view.name,
             description=view.description,
             version=view.version,
-            definition=view.definition,
+            definition=as_json(view.definition),
             created_at=view.created_at,
             updated_at=view.updated_at,
         )
@@ -224,9 +230,9 @@ class Workflow:
     async def runs(
         self,
         info: Info,
-        status: RunStatus | None = None,  # type: ignore[valid-type]
-        page: int = 1,
-        page_size: int = 20,
+        status: RunStatusEnum | None = None,
+        page: int | None = 1,
+        page_size: int | None = 20,
     ) -> RunPage:
         async with info.context.service() as ctx:
             result = await run_service.list_runs(

@@ -36,7 +36,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-WORKER_LOST = {"code": "WORKER_LOST", "message": "the worker running this step stopped responding"}
+WORKER_LOST: JSONObject = {
+    "code": "WORKER_LOST",
+    "message": "the worker running this step stopped responding",
+}
 
 
 @dataclass(frozen=True, slots=True)

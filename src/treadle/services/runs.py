@@ -141,8 +141,8 @@ async def list_runs(
     ctx: ServiceContext,
     workflow_id: str | None,
     status: str | None,
-    page: int,
-    page_size: int,
+    page: int | None,
+    page_size: int | None,
 ) -> Page[RunView]:
     """Runs newest first, optionally of one workflow and in one status (steps not included)."""
     actor = ctx.require_actor()
@@ -175,11 +175,13 @@ async def _workflow_key(ctx: ServiceContext, workflow_id: str) -> uuid.UUID:
 
 
 async def list_events(
-    ctx: ServiceContext, run_id: str, after_seq: int = 0, limit: int = 100
+    ctx: ServiceContext, run_id: str, after_seq: int | None = 0, limit: int | None = 100
 ) -> list[EventView]:
-    """Stored events with ``seq > after_seq``, in order."""
+    """Stored events with ``seq > after_seq``, in order (None means the default)."""
     run = await _load_run(ctx, run_id)
-    return await read_events(ctx, run.id, after_seq, limit)
+    return await read_events(
+        ctx, run.id, 0 if after_seq is None else after_seq, 100 if limit is None else limit
+    )
 
 
 async def read_events(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, JsonValue, StringConstraints
 from sqlalchemy import func, select
@@ -17,6 +17,7 @@ from treadle.services.context import ServiceContext, owned_by
 from treadle.services.views import Page, WorkflowView, parse_input
 
 MAX_PAGE_SIZE = 100
+DEFAULT_PAGE_SIZE = 20
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Description = Annotated[str, StringConstraints(max_length=10_000)]
 
@@ -35,8 +36,10 @@ class WorkflowUpdateInput(BaseModel):
     definition: JsonValue = None
 
 
-def check_page(page: int, page_size: int) -> tuple[int, int]:
-    """Validate paging arguments (``pageSize`` at most 100)."""
+def check_page(page: int | None, page_size: int | None) -> tuple[int, int]:
+    """Validate paging arguments (``pageSize`` at most 100); None means the default."""
+    page = 1 if page is None else page
+    page_size = DEFAULT_PAGE_SIZE if page_size is None else page_size
     if page < 1:
         raise ValidationError("page must be at least 1", fields={"page": "must be >= 1"})
     if not 1 <= page_size <= MAX_PAGE_SIZE:
@@ -71,7 +74,9 @@ async def create_workflow(ctx: ServiceContext, data: object) -> WorkflowView:
     return WorkflowView.of(row)
 
 
-async def list_workflows(ctx: ServiceContext, page: int, page_size: int) -> Page[WorkflowView]:
+async def list_workflows(
+    ctx: ServiceContext, page: int | None, page_size: int | None
+) -> Page[WorkflowView]:
     """The tenant's live workflows, newest first."""
     actor = ctx.require_actor()
     page, page_size = check_page(page, page_size)
