@@ -240,6 +240,7 @@ def cluster(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
         treadle_lease_seconds=LEASE_SECONDS,
         treadle_reaper_interval_seconds=0.5,
         treadle_queue_name=f"treadle:workers:{uuid.uuid4().hex[:12]}",
+        log_level="info",
     )
     with LiveServer.api(settings) as server:
         api = RestApi(server.base_url)

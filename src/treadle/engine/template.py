@@ -44,7 +44,10 @@ MAX_SCAN: Final = 8 << 20  # size of one value a filter may walk or print
 MAX_CALL_OUTPUT: Final = 4 << 20  # characters in everything one render() call returns
 MAX_INT_BITS: Final = 10_000
 MAX_ITERATIONS: Final = 100_000  # loop iterations per call, nested loops included
-MAX_WORK: Final = 20_000_000  # characters and items processed per call
+# Work per call, in units of roughly a microsecond: one unit per item Python code visits, or per
+# _CHARS_PER_UNIT characters that C code copies or scans.
+MAX_WORK: Final = 2_000_000
+_CHARS_PER_UNIT: Final = 32
 MAX_DEPTH: Final = 100
 CACHE_SIZE: Final = 1024
 
@@ -104,10 +107,12 @@ def _size(value: object, cap: int = MAX_SCAN) -> int:
     """Roughly how many characters ``str(value)`` takes, counting shared parts each time.
 
     Stops soon after ``cap``: a list holding one big string a million times is small in memory
-    but enormous once printed or joined, and that is what the caps must see.
+    but enormous once printed or joined, and that is what the caps must see. The walk itself is
+    paid for from the budget, one unit per item visited.
     """
-    total, stack = 0, [value]
+    total, visits, stack = 0, 0, [value]
     while stack and total <= cap:
+        visits += 1
         item = stack.pop()
         if isinstance(item, str):
             total += len(item)
@@ -124,6 +129,7 @@ def _size(value: object, cap: int = MAX_SCAN) -> int:
                 stack.extend(item)
         else:
             total += 24
+    _budget().spend(visits)
     return total
 
 
@@ -141,16 +147,22 @@ def _check(size: int, limit: int, what: str) -> None:
         raise TemplateError(f"{what} would be too large (limit {limit:,})")
 
 
+def _spend_chars(count: int) -> None:
+    _budget().spend(count // _CHARS_PER_UNIT + 1)
+
+
 def _limit(size: int, limit: int, what: str) -> None:
+    """Refuse a result of ``size`` characters (or items) over ``limit``; pay for building it."""
     _check(size, limit, what)
-    _budget().spend(size)
+    _spend_chars(size)
 
 
 def _charge_input(value: object) -> None:
+    """Pay for a value a filter, method or comparison is about to walk; refuse huge ones."""
     if isinstance(value, str):
-        _budget().spend(len(value))
-    elif isinstance(value, dict | list | tuple):
-        _limit(_size(value), MAX_SCAN, "the value passed to a filter")
+        _spend_chars(len(value))
+    elif isinstance(value, dict | list | tuple | KeysView | ValuesView | ItemsView):
+        _check(_size(value), MAX_SCAN, "the value passed to a filter or comparison")
     else:
         _budget().spend(1)
 
@@ -437,7 +449,7 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         if isinstance(owner, str | int | float | list | tuple | dict):
             if obj.__name__ in _DENIED_METHODS:
                 raise TemplateError(f"{type(owner).__name__}.{obj.__name__}() is not allowed")
-            _budget().spend(len(owner) if isinstance(owner, Sized) else 1)
+            _charge_input(owner)
             if isinstance(owner, str):
                 args = _guard_str_method(obj.__name__, owner, args, kwargs)
         return super().call(context, obj, *args, **kwargs)
@@ -467,10 +479,10 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         _limit(_total_size(parts, MAX_STRING), MAX_STRING, "the joined string")
         return "".join([part if isinstance(part, str) else str(part) for part in parts])
 
-    def scan(self, container: Any) -> Any:
-        sized = isinstance(container, Sized) and not isinstance(container, _Range)
-        _budget().spend(len(container) if sized else 1)
-        return container
+    def scan(self, operand: Any) -> Any:
+        """Pay for an operand of ``==``, ``<``, ``in`` …, which Python may walk entirely."""
+        _charge_input(operand)
+        return operand
 
 
 _FORBIDDEN_TAGS: Final[dict[type[nodes.Node], str]] = {
