@@ -4,7 +4,12 @@ Invariants:
 - Publishing happens after the event's transaction commits; the database stays the truth and
   subscribers fill any gap from it (see ``services.follow``).
 - Each subscription owns a bounded queue; a full queue marks the subscription ``overflowed``
-  instead of blocking the publisher or growing without limit.
+  (the consumer then resumes from the database) instead of blocking the publisher or growing.
+- ``subscribe`` returns once the channel is live (Redis confirmed the SUBSCRIBE), so anything
+  published after it returns reaches the subscription.
+- A process holds at most ``tenant_limit`` subscriptions per tenant (when one is given).
+- Redis: one pub/sub connection per process, fanned out in memory. Messages sent while that
+  connection was down are gone, so after a reconnect every subscription is told to resync.
 """
 
 from __future__ import annotations
@@ -14,47 +19,98 @@ import contextlib
 import json
 import logging
 import uuid
-from collections import defaultdict
+from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+
+from treadle.errors import RateLimitedError
 
 logger = logging.getLogger(__name__)
 
 Message = dict[str, Any]
 
+DEFAULT_BUFFER: Final = 256
+CONFIRM_SECONDS: Final = 5.0  # how long a subscriber waits for Redis to confirm SUBSCRIBE
+RESYNC: Final[Message] = {"type": "treadle.resync"}  # wakes a consumer that must re-read
+
 
 def run_channel(tenant_id: uuid.UUID | str, run_id: uuid.UUID | str) -> str:
-    # Redis pub/sub ignores the DB number, so the channel carries the namespace and tenant.
+    """The channel of one run. Redis pub/sub ignores the DB number: the name carries it all."""
     return f"treadle:{tenant_id}:run:{run_id}"
 
 
+def channel_tenant(channel: str) -> str:
+    """The tenant part of a ``run_channel`` name (the whole name for any other channel)."""
+    parts = channel.split(":")
+    return parts[1] if len(parts) == 4 and parts[0] == "treadle" else channel
+
+
+@dataclass(frozen=True, slots=True)
+class BusStats:
+    channels: int
+    subscriptions: int
+    overflows: int  # times a subscription's buffer filled up and messages were dropped
+
+
 class Subscription:
-    """Messages for one channel, buffered up to ``maxsize``."""
+    """Messages for one channel, buffered up to ``maxsize``; never blocks the publisher."""
 
     def __init__(self, channel: str, maxsize: int) -> None:
         self.channel = channel
+        self.tenant = channel_tenant(channel)
         self.queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=maxsize)
         self.overflowed = False
 
-    def offer(self, message: Message) -> None:
+    def offer(self, message: Message) -> bool:
+        """Buffer ``message``; True when this call overflowed the buffer (message dropped)."""
         try:
             self.queue.put_nowait(message)
         except asyncio.QueueFull:
+            newly = not self.overflowed
             self.overflowed = True
+            return newly
+        return False
+
+    def resync(self) -> None:
+        """Tell the consumer that messages may have been lost, and wake it."""
+        self.overflowed = True
+        with contextlib.suppress(asyncio.QueueFull):
+            self.queue.put_nowait(RESYNC)
 
     async def get(self, wait_seconds: float) -> Message | None:
+        """The next message, or None after ``wait_seconds`` of silence."""
         try:
-            return await asyncio.wait_for(self.queue.get(), wait_seconds)
+            async with asyncio.timeout(wait_seconds):
+                return await self.queue.get()
         except TimeoutError:
             return None
+
+    def take_overflow(self) -> bool:
+        """True (once) when messages were dropped; the buffer is emptied for a fresh start.
+
+        The caller re-reads the database next: anything dropped or discarded here was
+        committed before that read.
+        """
+        if not self.overflowed:
+            return False
+        self.overflowed = False
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        return True
 
 
 class EventBus(Protocol):
     async def publish(self, channel: str, message: Message) -> None: ...
 
-    def subscribe(self, channel: str) -> contextlib.AbstractAsyncContextManager[Subscription]: ...
+    def subscribe(
+        self, channel: str, *, buffer: int | None = None, tenant_limit: int | None = None
+    ) -> contextlib.AbstractAsyncContextManager[Subscription]: ...
+
+    def stats(self) -> BusStats: ...
 
     async def ping(self) -> None: ...
 
@@ -64,45 +120,72 @@ class _Fanout:
 
     def __init__(self, buffer_size: int) -> None:
         self.buffer_size = buffer_size
-        self.subscribers: dict[str, set[Subscription]] = defaultdict(set)
+        self.channels: dict[str, set[Subscription]] = {}
+        self.per_tenant: Counter[str] = Counter()
+        self.overflows = 0
 
     def deliver(self, channel: str, message: Message) -> None:
-        for subscription in tuple(self.subscribers.get(channel, ())):
-            subscription.offer(message)
+        for subscription in tuple(self.channels.get(channel, ())):
+            if subscription.offer(message):
+                self.overflows += 1
 
-    def add(self, channel: str) -> tuple[Subscription, bool]:
-        subscription = Subscription(channel, self.buffer_size)
-        first = not self.subscribers[channel]
-        self.subscribers[channel].add(subscription)
+    def add(
+        self, channel: str, buffer: int | None, tenant_limit: int | None
+    ) -> tuple[Subscription, bool]:
+        subscription = Subscription(channel, buffer or self.buffer_size)
+        if tenant_limit is not None and self.per_tenant[subscription.tenant] >= tenant_limit:
+            raise RateLimitedError("too many live subscriptions for this tenant", retry_after=5)
+        subscribers = self.channels.setdefault(channel, set())
+        first = not subscribers
+        subscribers.add(subscription)
+        self.per_tenant[subscription.tenant] += 1
         return subscription, first
 
     def remove(self, subscription: Subscription) -> bool:
-        subs = self.subscribers.get(subscription.channel)
-        if subs is None:
+        """Forget ``subscription``; True when its channel has no subscriber left."""
+        subscribers = self.channels.get(subscription.channel)
+        if subscribers is None or subscription not in subscribers:
             return False
-        subs.discard(subscription)
-        if subs:
+        subscribers.discard(subscription)
+        self.per_tenant[subscription.tenant] -= 1
+        if self.per_tenant[subscription.tenant] <= 0:
+            del self.per_tenant[subscription.tenant]
+        if subscribers:
             return False
-        del self.subscribers[subscription.channel]
+        del self.channels[subscription.channel]
         return True
+
+    def resync_all(self) -> None:
+        for subscribers in self.channels.values():
+            for subscription in subscribers:
+                subscription.resync()
+
+    def stats(self) -> BusStats:
+        count = sum(len(subscribers) for subscribers in self.channels.values())
+        return BusStats(channels=len(self.channels), subscriptions=count, overflows=self.overflows)
 
 
 class MemoryEventBus:
-    """Embedded mode: publisher and subscribers share the process."""
+    """Embedded mode: publisher and subscribers share the process (and its event loop)."""
 
-    def __init__(self, buffer_size: int = 1000) -> None:
+    def __init__(self, buffer_size: int = DEFAULT_BUFFER) -> None:
         self._fanout = _Fanout(buffer_size)
 
     async def publish(self, channel: str, message: Message) -> None:
         self._fanout.deliver(channel, message)
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
-        subscription, _ = self._fanout.add(channel)
+    async def subscribe(
+        self, channel: str, *, buffer: int | None = None, tenant_limit: int | None = None
+    ) -> AsyncIterator[Subscription]:
+        subscription, _ = self._fanout.add(channel, buffer, tenant_limit)
         try:
             yield subscription
         finally:
             self._fanout.remove(subscription)
+
+    def stats(self) -> BusStats:
+        return self._fanout.stats()
 
     async def ping(self) -> None:
         return None
@@ -111,57 +194,99 @@ class MemoryEventBus:
 class RedisEventBus:
     """One Redis pub/sub connection per process, fanned out in memory to subscriptions."""
 
-    def __init__(self, redis: Redis, buffer_size: int = 1000) -> None:
+    def __init__(self, redis: Redis, buffer_size: int = DEFAULT_BUFFER) -> None:
         self._redis = redis
         self._fanout = _Fanout(buffer_size)
-        self._pubsub: Any = None
+        self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._live: dict[str, asyncio.Event] = {}  # channel -> set once Redis confirmed it
 
     async def publish(self, channel: str, message: Message) -> None:
         await self._redis.publish(channel, json.dumps(message, separators=(",", ":")))
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[Subscription]:
-        subscription, first = self._fanout.add(channel)
+    async def subscribe(
+        self, channel: str, *, buffer: int | None = None, tenant_limit: int | None = None
+    ) -> AsyncIterator[Subscription]:
+        subscription, first = self._fanout.add(channel, buffer, tenant_limit)
         try:
             if first:
-                await self._ensure_reader()
-                async with self._lock:
-                    await self._pubsub.subscribe(channel)
+                self._live[channel] = asyncio.Event()
+                await self._command("subscribe", channel)
+            await self._confirmed(channel)
             yield subscription
         finally:
-            if self._fanout.remove(subscription) and self._pubsub is not None:
+            if self._fanout.remove(subscription):
+                self._live.pop(channel, None)
                 with contextlib.suppress(Exception):
-                    async with self._lock:
-                        await self._pubsub.unsubscribe(channel)
+                    await self._command("unsubscribe", channel)
 
-    async def _ensure_reader(self) -> None:
+    def stats(self) -> BusStats:
+        return self._fanout.stats()
+
+    async def _command(self, command: str, channel: str) -> None:
         async with self._lock:
             if self._pubsub is None:
-                self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+                self._pubsub = self._redis.pubsub()
             if self._reader is None or self._reader.done():
-                self._reader = asyncio.create_task(self._read_loop())
+                self._reader = asyncio.create_task(self._read_loop(self._pubsub))
+            if command == "subscribe":
+                await self._pubsub.subscribe(channel)
+            else:
+                await self._pubsub.unsubscribe(channel)
 
-    async def _read_loop(self) -> None:
+    async def _confirmed(self, channel: str) -> None:
+        live = self._live.get(channel)
+        if live is None:
+            return
+        try:
+            async with asyncio.timeout(CONFIRM_SECONDS):
+                await live.wait()
+        except TimeoutError:
+            # Not fatal: the subscriber's database poll covers what the channel misses.
+            logger.warning("redis did not confirm the subscription to %s in time", channel)
+
+    async def _read_loop(self, pubsub: PubSub) -> None:
+        failed = False
         while True:
             try:
-                if not self._pubsub.subscribed:
+                if not pubsub.subscribed:
                     await asyncio.sleep(0.05)
                     continue
-                raw = await self._pubsub.get_message(timeout=1.0)
+                raw = await pubsub.get_message(timeout=1.0)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # A dropped connection: subscribers re-read the database on their poll tick.
-                logger.warning("redis pub/sub read failed; retrying", exc_info=True)
+                if not failed:
+                    logger.warning("redis pub/sub read failed; reconnecting", exc_info=True)
+                failed = True
                 await asyncio.sleep(0.5)
                 continue
-            if raw is None or raw.get("type") != "message":
-                continue
-            channel = raw["channel"]
-            channel = channel.decode() if isinstance(channel, bytes) else channel
-            self._fanout.deliver(channel, json.loads(raw["data"]))
+            if failed:
+                # Back after an outage: whatever was published meanwhile never arrives.
+                failed = False
+                self._fanout.resync_all()
+            if raw is not None:
+                self._dispatch(raw)
+
+    def _dispatch(self, raw: dict[str, Any]) -> None:
+        channel = raw.get("channel")
+        channel = channel.decode() if isinstance(channel, bytes) else str(channel)
+        kind = raw.get("type")
+        if kind == "subscribe":
+            live = self._live.get(channel)
+            if live is not None:
+                live.set()
+            return
+        if kind != "message":
+            return
+        try:
+            message = json.loads(raw["data"])
+        except (ValueError, TypeError):
+            logger.warning("dropped a malformed message on %s", channel)
+            return
+        self._fanout.deliver(channel, message)
 
     async def ping(self) -> None:
         await self._redis.ping()

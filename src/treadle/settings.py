@@ -48,6 +48,13 @@ class Settings(BaseSettings):
     treadle_stream_idle_seconds: float = Field(default=600.0, gt=0)
     treadle_argon2_memory_kib: int = Field(default=65536, ge=8192)
     treadle_argon2_time_cost: int = Field(default=3, ge=1)
+    # Live subscriptions (GraphQL runEvents and the SSE stream).
+    treadle_ws_init_timeout_seconds: float = Field(default=10.0, gt=0)
+    treadle_ws_ping_seconds: float = Field(default=15.0, gt=0)
+    treadle_max_subscriptions_per_connection: int = Field(default=50, gt=0)
+    treadle_max_subscriptions_per_tenant: int = Field(default=1000, gt=0)
+    treadle_subscriber_buffer: int = Field(default=256, ge=1)
+    treadle_subscriber_poll_seconds: float = Field(default=5.0, gt=0)
 
     @model_validator(mode="after")
     def _production_secret(self) -> Settings:

@@ -3,11 +3,12 @@
 Invariants:
 - Everything runs in an ``ImmutableSandboxedEnvironment`` with ``StrictUndefined``: no dunder or
   ``_private`` attributes, no mutation of run data, no undefined value passing silently.
-- Each public call gets a fresh budget (loop iterations, work, output), and every operation that
-  can allocate a lot (``*``, ``**``, ``+``, ``%``, ``~``, ``format``, the amplifying filters and
-  ``str`` methods) checks the size of its result first, so a template cannot exhaust memory or
-  hold a worker for long. Tags that buffer output or recurse (macro, call, filter, block set,
-  include, recursive loops) are rejected when compiling.
+- Each public call gets a fresh budget (loop iterations, work units, output size, and a
+  wall-clock backstop), and every operation that can allocate a lot (``*``, ``**``, ``+``,
+  ``%``, ``~``, ``format``, slices, the amplifying filters and ``str`` methods) checks the size of
+  its result before building it, so a template cannot exhaust memory or hold a worker for long.
+  Tags that buffer output or recurse (macro, call, filter, block set, include, recursive loops)
+  are rejected when compiling.
 - Results are JSON values copied out of the sandbox, never host objects; every failure is a
   ``TemplateError`` whose message says what went wrong and in which template.
 """
@@ -19,11 +20,12 @@ import functools
 import json
 import math
 import re
+import time
 import types
-from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, Sized, ValuesView
+from collections.abc import Callable, ItemsView, Iterable, Iterator, KeysView, ValuesView
 from contextvars import ContextVar
-from dataclasses import dataclass
-from typing import Any, Final
+from dataclasses import dataclass, field
+from typing import Any, Final, cast
 
 from jinja2 import StrictUndefined, Undefined, filters, nodes, pass_environment, pass_eval_context
 from jinja2 import exceptions as jinja_errors
@@ -48,6 +50,7 @@ MAX_ITERATIONS: Final = 100_000  # loop iterations per call, nested loops includ
 # _CHARS_PER_UNIT characters that C code copies or scans.
 MAX_WORK: Final = 2_000_000
 _CHARS_PER_UNIT: Final = 32
+MAX_SECONDS: Final = 5.0  # backstop for costs the work units misjudge; the budget comes first
 MAX_DEPTH: Final = 100
 CACHE_SIZE: Final = 1024
 
@@ -65,16 +68,23 @@ class _Budget:
     iterations: int = MAX_ITERATIONS
     work: int = MAX_WORK
     output: int = MAX_CALL_OUTPUT
+    deadline: float = field(default_factory=lambda: time.monotonic() + MAX_SECONDS)
 
     def iterate(self, count: int = 1) -> None:
         self.iterations -= count
         if self.iterations < 0:
             raise TemplateError(f"too many loop iterations (at most {MAX_ITERATIONS:,} per call)")
+        self._check_clock()
 
     def spend(self, amount: int) -> None:
         self.work -= amount
         if self.work < 0:
             raise TemplateError("the template does too much work; simplify it")
+        self._check_clock()
+
+    def _check_clock(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise TemplateError(f"the template ran for more than {MAX_SECONDS:g} s; simplify it")
 
     def emit(self, size: int) -> None:
         self.output -= size
@@ -157,12 +167,19 @@ def _limit(size: int, limit: int, what: str) -> None:
     _spend_chars(size)
 
 
-def _charge_input(value: object) -> None:
-    """Pay for a value a filter, method or comparison is about to walk; refuse huge ones."""
-    if isinstance(value, str):
+def _charge_input(value: object, slow: bool = False) -> None:
+    """Pay for a value a filter, method or comparison is about to walk; refuse huge ones.
+
+    ``slow``: the work is Python code per character or per item (a regex, a callback).
+    """
+    if isinstance(value, str) and slow:
+        _budget().spend(len(value))
+    elif isinstance(value, str):
         _spend_chars(len(value))
     elif isinstance(value, dict | list | tuple | KeysView | ValuesView | ItemsView):
         _check(_size(value), MAX_SCAN, "the value passed to a filter or comparison")
+        if slow:
+            _budget().spend(_SLOW_ITEM_COST * len(value))
     else:
         _budget().spend(1)
 
@@ -319,16 +336,40 @@ _DROPPED_FILTERS: Final = frozenset({"random"})  # a retried step must render th
 # Filters that neither walk nor print their input; charging them by its size would make
 # templates that only ask for the length of a large step output fail for no reason.
 _CHEAP_FILTERS: Final = frozenset({"attr", "count", "d", "default", "first", "last", "length"})
+# Filters that run Python code (a callback, a regex, textwrap) per item or per character.
+_SLOW_FILTERS: Final = frozenset(
+    {"map", "select", "reject", "selectattr", "rejectattr", "groupby", "unique", "sort"}
+    | {"dictsort", "min", "max", "sum", "pprint", "urlize", "wordwrap", "striptags", "wordcount"}
+    | {"title", "truncate", "urlencode", "xmlattr"}
+)
+_SLOW_ITEM_COST: Final = 4
 
 
-def _charged(func: Callable[..., Any]) -> Callable[..., Any]:
+# Tests that compare their arguments, which Python may walk entirely.
+_COMPARING_TESTS: Final = frozenset(
+    {"in", "eq", "equalto", "==", "ne", "!=", "lt", "lessthan", "<", "le", "<="}
+    | {"gt", "greaterthan", ">", "ge", ">="}
+)
+
+
+def _comparing(test: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(test)
+    def compared(*args: Any, **kwargs: Any) -> Any:
+        for arg in args:
+            _charge_input(arg)
+        return test(*args, **kwargs)
+
+    return compared
+
+
+def _charged(func: Callable[..., Any], slow: bool) -> Callable[..., Any]:
     """Wrap a filter so its input is size-checked and paid for (``wraps`` keeps pass_* flags)."""
     position = 0 if getattr(func, "jinja_pass_arg", None) is None else 1
 
     @functools.wraps(func)
     def charged(*args: Any, **kwargs: Any) -> Any:
         if len(args) > position:
-            _charge_input(args[position])
+            _charge_input(args[position], slow)
         return func(*args, **kwargs)
 
     return charged
@@ -433,10 +474,15 @@ class _Sandbox(ImmutableSandboxedEnvironment):
             range=_make_range, dict=dict, namespace=_Namespace, cycler=Cycler, joiner=Joiner
         )
         self.filters = {
-            name: func if name in _CHEAP_FILTERS else _charged(_FILTER_OVERRIDES.get(name, func))
+            name: func
+            if name in _CHEAP_FILTERS
+            else _charged(_FILTER_OVERRIDES.get(name, func), name in _SLOW_FILTERS)
             for name, func in filters.FILTERS.items()
             if name not in _DROPPED_FILTERS
         }
+        for name in _COMPARING_TESTS & set(self.tests):
+            # Jinja's stubs type these as ``function``, which mypy does not treat as callable.
+            self.tests[name] = _comparing(cast("Callable[..., Any]", self.tests[name]))
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         _guard_binop(operator, left, right)
@@ -479,6 +525,12 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         _limit(_total_size(parts, MAX_STRING), MAX_STRING, "the joined string")
         return "".join([part if isinstance(part, str) else str(part) for part in parts])
 
+    def sliced(self, part: Any) -> Any:
+        """Pay for a slice (``x[a:b]``), which copies; Jinja compiles it to plain Python."""
+        if isinstance(part, str | list | tuple):
+            _spend_chars(len(part))
+        return part
+
     def scan(self, operand: Any) -> Any:
         """Pay for an operand of ``==``, ``<``, ``in`` …, which Python may walk entirely."""
         _charge_input(operand)
@@ -504,8 +556,14 @@ def _helper(name: str, *args: nodes.Node) -> nodes.Call:
     return nodes.Call(function, list(args), [], None, None, lineno=lineno)
 
 
+def _scanned(expr: nodes.Expr) -> nodes.Expr:
+    # Literals are as small as the source; anything else may be a huge list compared in a loop.
+    return expr if isinstance(expr, nodes.Const) else _helper("scan", expr)
+
+
 class _Hardener(NodeTransformer):
-    """Rejects buffering or recursive tags; routes loops, ``~`` and ``in`` through the budget.
+    """Rejects buffering or recursive tags; routes loops, ``~``, slices and comparisons through
+    the budget.
 
     Method names follow Jinja's node class names, which is how the visitor dispatches.
     """
@@ -527,10 +585,15 @@ class _Hardener(NodeTransformer):
         self.generic_visit(node)
         return _helper("concat", *node.nodes)
 
-    def visit_Operand(self, node: nodes.Operand) -> nodes.Operand:  # noqa: N802
+    def visit_Getitem(self, node: nodes.Getitem) -> nodes.Expr:  # noqa: N802
         self.generic_visit(node)
-        if node.op in ("in", "notin"):
-            node.expr = _helper("scan", node.expr)
+        return _helper("sliced", node) if isinstance(node.arg, nodes.Slice) else node
+
+    def visit_Compare(self, node: nodes.Compare) -> nodes.Compare:  # noqa: N802
+        self.generic_visit(node)
+        node.expr = _scanned(node.expr)
+        for operand in node.ops:
+            operand.expr = _scanned(operand.expr)
         return node
 
 

@@ -23,7 +23,9 @@ class Query:
             return User.from_view(await auth.get_me(ctx))
 
     @strawberry.field
-    async def workflows(self, info: Info, page: int | None = 1, page_size: int | None = 20) -> WorkflowPage:
+    async def workflows(
+        self, info: Info, page: int | None = 1, page_size: int | None = 20
+    ) -> WorkflowPage:
         async with info.context.service() as ctx:
             return WorkflowPage.from_page(await workflows.list_workflows(ctx, page, page_size))
 

@@ -181,7 +181,9 @@ class Run:
         return [Step.from_view(step) for step in view.steps or ()]
 
     @strawberry.field
-    async def events(self, info: Info, after_seq: int | None = 0, limit: int | None = 100) -> list[RunEvent]:
+    async def events(
+        self, info: Info, after_seq: int | None = 0, limit: int | None = 100
+    ) -> list[RunEvent]:
         async with info.context.service() as ctx:
             events = await run_service.list_events(ctx, str(self.id), after_seq, limit)
         return [RunEvent.from_view(event) for event in events]

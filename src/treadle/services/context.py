@@ -12,6 +12,7 @@ from sqlalchemy import Select
 
 from treadle.db import AsyncSession
 from treadle.security import Actor
+from treadle.tenancy import SYSTEM, transaction
 
 if TYPE_CHECKING:
     from treadle.resources import Resources
@@ -42,10 +43,10 @@ async def open_service_context(
     resources: Resources, actor: Actor | None
 ) -> AsyncIterator[ServiceContext]:
     """One transaction: committed when the block succeeds, then the after-commit hooks run."""
-    async with resources.sessions() as session:
+    tenant_id = actor.tenant_id if actor is not None else SYSTEM
+    async with transaction(resources, tenant_id) as session:
         ctx = ServiceContext(resources=resources, session=session, actor=actor)
-        async with session.begin():
-            yield ctx
+        yield ctx
     await run_after_commit(ctx.on_commit)
 
 

@@ -11,6 +11,7 @@ from treadle.engine.states import StepStatus
 from treadle.models import WorkflowStep
 from treadle.models.base import utcnow
 from treadle.services.progress import DISPATCH_GRACE
+from treadle.tenancy import SYSTEM, transaction
 
 if TYPE_CHECKING:
     from treadle.resources import Resources
@@ -22,7 +23,7 @@ OPEN = (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.RETRYING)
 async def dispatch_due(resources: Resources) -> int:
     """Enqueue up to ``BATCH`` due steps; several reapers may run (SKIP LOCKED shares them)."""
     now = utcnow()
-    async with resources.sessions() as session, session.begin():
+    async with transaction(resources, SYSTEM) as session:
         pick = (
             select(WorkflowStep.id)
             .where(WorkflowStep.due_at <= now, WorkflowStep.status.in_(OPEN))

@@ -30,6 +30,7 @@ from treadle.models.base import utcnow
 from treadle.pubsub import run_channel
 from treadle.services.progress import settle, template_context
 from treadle.services.runtxn import RunTxn, open_run_txn
+from treadle.tenancy import SYSTEM, transaction
 
 if TYPE_CHECKING:
     from treadle.resources import Resources
@@ -56,13 +57,17 @@ class Claim:
 
 async def advance_step(resources: Resources, step_id: uuid.UUID) -> None:
     """Handle one delivery of ``treadle.run_step``; safe to call any number of times."""
-    async with resources.sessions() as session:
-        run_id = (
-            await session.execute(select(WorkflowStep.run_id).where(WorkflowStep.id == step_id))
-        ).scalar_one_or_none()
-    if run_id is None:
+    async with transaction(resources, SYSTEM) as session:
+        owner = (
+            await session.execute(
+                select(WorkflowStep.run_id, WorkflowStep.tenant_id).where(
+                    WorkflowStep.id == step_id
+                )
+            )
+        ).one_or_none()
+    if owner is None:
         return
-    claim = await _claim(resources, run_id, step_id)
+    claim = await _claim(resources, owner.tenant_id, owner.run_id, step_id)
     if claim is None:
         return
     tenant_id_var.set(str(claim.tenant_id))
@@ -73,9 +78,11 @@ async def advance_step(resources: Resources, step_id: uuid.UUID) -> None:
         await _record(resources, claim, outcome)
 
 
-async def _claim(resources: Resources, run_id: uuid.UUID, step_id: uuid.UUID) -> Claim | None:
+async def _claim(
+    resources: Resources, tenant_id: uuid.UUID, run_id: uuid.UUID, step_id: uuid.UUID
+) -> Claim | None:
     now = utcnow()
-    async with open_run_txn(resources, run_id) as txn:
+    async with open_run_txn(resources, tenant_id, run_id) as txn:
         if RunStatus(txn.run.status) in TERMINAL_RUN:
             return None
         step = next((row for row in txn.steps.values() if row.id == step_id), None)
@@ -198,7 +205,7 @@ async def _heartbeat(resources: Resources, claim: Claim, work: asyncio.Future[Ou
     while True:
         await asyncio.sleep(lease.total_seconds() / 3)
         until = utcnow() + lease
-        async with resources.sessions() as session, session.begin():
+        async with transaction(resources, claim.tenant_id) as session:
             result = await session.execute(
                 update(WorkflowStep)
                 .where(
@@ -231,7 +238,7 @@ def _delta_sink(resources: Resources, claim: Claim):  # type: ignore[no-untyped-
 
 async def _record(resources: Resources, claim: Claim, outcome: Outcome) -> None:
     now = utcnow()
-    async with open_run_txn(resources, claim.run_id) as txn:
+    async with open_run_txn(resources, claim.tenant_id, claim.run_id) as txn:
         step = txn.steps[claim.node_id]
         if (
             RunStatus(txn.run.status) in TERMINAL_RUN

@@ -16,6 +16,7 @@ from treadle.models import WorkflowRun, WorkflowStep
 from treadle.models.base import utcnow
 from treadle.services.events import EventWriter, publish_events
 from treadle.services.progress import load_steps, lock_run
+from treadle.tenancy import transaction
 
 if TYPE_CHECKING:
     from treadle.resources import Resources
@@ -38,9 +39,11 @@ class RunTxn:
 
 
 @contextlib.asynccontextmanager
-async def open_run_txn(resources: Resources, run_id: uuid.UUID) -> AsyncIterator[RunTxn]:
+async def open_run_txn(
+    resources: Resources, tenant_id: uuid.UUID, run_id: uuid.UUID
+) -> AsyncIterator[RunTxn]:
     """Lock the run, load its steps; after commit publish the events and enqueue the steps."""
-    async with resources.sessions() as session, session.begin():
+    async with transaction(resources, tenant_id) as session:
         txn = await load_run_txn(session, resources, run_id)
         yield txn
     await after_commit(resources, txn.run.tenant_id, txn)
