@@ -62,6 +62,10 @@ def make_settings(database_url: str, data_dir: Path, **overrides: object) -> Set
         "treadle_egress_allow": "127.0.0.1,localhost",
         "treadle_queue_name": f"treadle:test:{uuid.uuid4().hex[:8]}",
         "log_level": "warning",
+        # Every test client is 127.0.0.1: per-IP limits are tested on their own server.
+        "treadle_rate_login_per_ip": "",
+        "treadle_rate_register_per_ip": "",
+        "treadle_rate_login_per_email": "",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

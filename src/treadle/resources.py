@@ -20,6 +20,7 @@ from treadle.engine.steps import StepRegistry, build_registry
 from treadle.engine.template import TemplateEngine
 from treadle.net.egress import EgressPolicy, build_http_client
 from treadle.pubsub import EventBus, MemoryEventBus, RedisEventBus
+from treadle.ratelimit import RateLimiter
 from treadle.security import PasswordHasher, TokenCodec
 from treadle.services.dagcache import DagCache
 from treadle.services.runtxn import LocalTimers
@@ -48,6 +49,7 @@ class Resources:
     hasher: PasswordHasher
     tokens: TokenCodec
     timers: LocalTimers
+    limiter: RateLimiter
 
     @property
     def is_postgres(self) -> bool:
@@ -104,6 +106,7 @@ async def open_resources(
             ),
             tokens=TokenCodec(settings.resolve_jwt_secret(), settings.jwt_ttl_seconds),
             timers=timers,
+            limiter=RateLimiter.build(settings),
         )
         broker.state.resources = resources
         yield resources

@@ -46,6 +46,12 @@ class Settings(BaseSettings):
     treadle_db_pool_size: int = Field(default=10, gt=0)
     treadle_queue_name: str = "treadle:steps"
     treadle_stream_idle_seconds: float = Field(default=600.0, gt=0)
+    # Rate limits ("N/second|minute|hour|day"; empty turns one off).
+    treadle_rate_login_per_email: str = "10/minute"
+    treadle_rate_login_per_ip: str = "60/minute"
+    treadle_rate_register_per_ip: str = "30/hour"
+    treadle_rate_api_per_tenant: str = "6000/minute"
+    treadle_rate_execute_per_tenant: str = "1200/minute"
     treadle_argon2_memory_kib: int = Field(default=65536, ge=8192)
     treadle_argon2_time_cost: int = Field(default=3, ge=1)
     # Live subscriptions (GraphQL runEvents and the SSE stream).

@@ -38,7 +38,8 @@ async def _service(request: Request, *, anonymous: bool = False) -> AsyncIterato
         if token is None:
             raise UnauthenticatedError("authentication required")
         actor = resources.tokens.verify(token)
-    async with open_service_context(resources, actor) as ctx:
+    client_ip = request.client.host if request.client else None
+    async with open_service_context(resources, actor, client_ip=client_ip) as ctx:
         yield ctx
 
 

@@ -1,5 +1,6 @@
 """Per-request GraphQL context: resources, the caller, and a way to open a service context."""
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -10,6 +11,10 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.schema import BaseSchema
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
 from strawberry.types import Info as StrawberryInfo
 from strawberry.types.unset import UNSET, UnsetType
 
@@ -39,15 +44,47 @@ class GraphQLContext:
     @contextlib.asynccontextmanager
     async def service(self, *, anonymous: bool = False) -> AsyncIterator[ServiceContext]:
         actor = None if anonymous else self.actor
-        async with open_service_context(self.resources, actor) as ctx:
+        client = self.request.client
+        client_ip = client.host if client else None
+        async with open_service_context(self.resources, actor, client_ip=client_ip) as ctx:
             yield ctx
 
 
 Info = StrawberryInfo[GraphQLContext, None]
 
 
+class _TransportWSHandler(BaseGraphQLTransportWSHandler[GraphQLContext, None]):
+    """graphql-transport-ws plus server ``ping`` messages, so idle sockets stay open via proxies."""
+
+    async def handle(self) -> None:
+        pinger = asyncio.create_task(self._ping_loop())
+        try:
+            await super().handle()
+        finally:
+            pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pinger
+
+    async def _ping_loop(self) -> None:
+        interval = float(getattr(self.view, "ws_ping_seconds", 15.0))
+        while True:
+            await asyncio.sleep(interval)
+            if not self.connection_acknowledged:
+                continue
+            try:
+                await self.send_message({"type": "ping"})
+            except Exception:
+                return  # the socket is gone; the handler is shutting down
+
+
 class TreadleGraphQL(GraphQL[GraphQLContext, None]):
-    """Strawberry's ASGI view with our context and websocket authentication."""
+    """Strawberry's ASGI view with our context, websocket authentication and server pings."""
+
+    graphql_transport_ws_handler_class = _TransportWSHandler
+
+    def __init__(self, schema: BaseSchema, *, ws_ping_seconds: float = 15.0, **kwargs: Any):
+        super().__init__(schema, **kwargs)
+        self.ws_ping_seconds = ws_ping_seconds
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
@@ -55,17 +92,22 @@ class TreadleGraphQL(GraphQL[GraphQLContext, None]):
         resources: Resources = request.state.resources
         token = bearer_token(request.headers.get("authorization"))
         if isinstance(request, WebSocket):
-            token = request.query_params.get("token")
+            token = request.query_params.get("token") or token
         return GraphQLContext(request=request, resources=resources, token=token)
 
     async def on_ws_connect(self, context: GraphQLContext) -> UnsetType | dict[str, object] | None:
-        params = context.connection_params or {}
-        token = params.get("token") if isinstance(params, dict) else None
-        if not token and isinstance(params, dict):
-            token = bearer_token(
-                str(params.get("authorization") or params.get("Authorization") or "")
-            )
-        context.token = str(token) if token else context.token
+        """Authenticate the socket from ``connection_init``; a bad token closes it with 4403.
+
+        The payload's ``token`` (or ``authorization: Bearer …``) wins over ``?token=`` on the
+        URL and the upgrade request's own ``Authorization`` header.
+        """
+        params = context.connection_params if isinstance(context.connection_params, dict) else {}
+        token = params.get("token")
+        if not token:
+            header = params.get("authorization") or params.get("Authorization")
+            token = bearer_token(str(header)) if header else None
+        if token:
+            context.token = str(token)
         try:
             _ = context.actor
         except UnauthenticatedError as exc:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from graphql.error import GraphQLError
 from strawberry.extensions import SchemaExtension
 
-from treadle.errors import TreadleError
+from treadle.errors import RateLimitedError, TreadleError
 from treadle.logging import request_id_var
 
 logger = logging.getLogger(__name__)
@@ -18,6 +18,8 @@ def shape_error(error: GraphQLError) -> GraphQLError:
         extensions = {**(error.extensions or {}), "code": original.code}
         if original.fields:
             extensions["fields"] = original.fields
+        if isinstance(original, RateLimitedError):
+            extensions["retryAfter"] = original.retry_after
         error.extensions = extensions
         return error
     if original is None:

@@ -54,6 +54,8 @@ def normalise_email(email: str) -> str:
 async def register(ctx: ServiceContext, data: object) -> AuthView:
     """Create a tenant and its first user (an ADMIN); return a token for that user."""
     args = parse_input(RegisterInput, data)
+    limiter = ctx.resources.limiter
+    await limiter.hit(limiter.limits.register_per_ip, "register-ip", ctx.client_ip or "-")
     tenant = Tenant(id=uuid.uuid4(), name=args.tenant_name)
     user = await _add_user(ctx, tenant.id, args.email, args.password, args.name, Role.ADMIN, tenant)
     return _auth_view(ctx, user, tenant)
@@ -63,6 +65,9 @@ async def login(ctx: ServiceContext, data: object) -> AuthView:
     """Check a password; an unknown email and a wrong password fail alike, in similar time."""
     args = parse_input(LoginInput, data)
     email = normalise_email(args.email)
+    limiter = ctx.resources.limiter
+    await limiter.hit(limiter.limits.login_per_ip, "login-ip", ctx.client_ip or "-")
+    await limiter.hit(limiter.limits.login_per_email, "login-email", email)
     user = (await ctx.session.execute(select(User).where(User.email == email))).scalar_one_or_none()
     stored = user.password_hash if user else None
     if not await ctx.resources.hasher.verify(args.password, stored) or user is None:

@@ -28,6 +28,7 @@ class ServiceContext:
     resources: Resources
     session: AsyncSession
     actor: Actor | None
+    client_ip: str | None = None
     on_commit: list[AfterCommit] = field(default_factory=list)
 
     def require_actor(self) -> Actor:
@@ -40,12 +41,18 @@ class ServiceContext:
 
 @contextlib.asynccontextmanager
 async def open_service_context(
-    resources: Resources, actor: Actor | None
+    resources: Resources, actor: Actor | None, *, client_ip: str | None = None
 ) -> AsyncIterator[ServiceContext]:
-    """One transaction: committed when the block succeeds, then the after-commit hooks run."""
+    """One transaction: committed when the block succeeds, then the after-commit hooks run.
+
+    Every authenticated call counts against its tenant's API rate limit first.
+    """
     tenant_id = actor.tenant_id if actor is not None else SYSTEM
+    if actor is not None:
+        limiter = resources.limiter
+        await limiter.hit(limiter.limits.api_per_tenant, "api", str(actor.tenant_id))
     async with transaction(resources, tenant_id) as session:
-        ctx = ServiceContext(resources=resources, session=session, actor=actor)
+        ctx = ServiceContext(resources=resources, session=session, actor=actor, client_ip=client_ip)
         yield ctx
     await run_after_commit(ctx.on_commit)
 

@@ -1,86 +1,177 @@
 """Following a run's events: stored history, then live ones, with no gap and no duplicate.
 
-The subscriber attaches to the live channel *before* it reads history, so an event committed
-in between is either in the history read or in the channel buffer. Live events are forwarded
-only in ``seq`` order; a gap (a lost message, an overflowed buffer, a quiet channel) is filled
-from the database, which always holds every event before it is published.
+Invariants:
+- The subscriber attaches to the live channel *before* it reads history, so an event committed
+  in between is either in the history read or in the channel buffer.
+- Stored events are yielded strictly in ``seq`` order, each once: a live message is forwarded
+  only when it is exactly the next ``seq``; older ones are skipped, a jump is a gap.
+- The database holds every event before it is published, so a gap, an overflowed buffer, a
+  resync request or a quiet channel all end the same way: re-read the database after the last
+  ``seq`` sent.
+- ``STEP_OUTPUT_DELTA`` messages are live-only; one is forwarded only while its node is open
+  (not after that node's completion, failure, retry or cancellation was sent).
+- The stream ends after the run's terminal event, or at once when the run already finished
+  and the caller has seen everything.
 """
 
 from __future__ import annotations
 
+import contextlib
+import random
 import uuid
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import select
 
-from treadle.engine.states import TERMINAL_EVENTS, EventType
-from treadle.models import WorkflowEvent
+from treadle.engine.states import TERMINAL_EVENTS, TERMINAL_RUN, EventType, RunStatus
+from treadle.errors import ValidationError
+from treadle.models import WorkflowEvent, WorkflowRun
 from treadle.pubsub import Subscription, run_channel
 from treadle.services.views import EventView
+from treadle.tenancy import transaction
 
 if TYPE_CHECKING:
     from treadle.resources import Resources
 
-POLL_SECONDS = 5.0  # a quiet channel is re-checked against the database this often
-DELTA = "STEP_OUTPUT_DELTA"
+PAGE: Final = 500
+DELTA: Final = "STEP_OUTPUT_DELTA"
+_CLOSING: Final = frozenset(
+    {
+        EventType.STEP_COMPLETED,
+        EventType.STEP_FAILED,
+        EventType.STEP_RETRYING,
+        EventType.STEP_CANCELLED,
+        EventType.STEP_SKIPPED,
+    }
+)
 Item = EventView | dict[str, Any]  # stored events, or live-only output deltas (dicts)
+
+
+@dataclass(slots=True)
+class _Cursor:
+    """What this follower has sent: the last ``seq``, nodes closed to deltas, the end."""
+
+    last: int
+    closed: set[str] = field(default_factory=set)
+    done: bool = False
+
+    def advance(self, event: EventView) -> None:
+        self.last = event.seq
+        kind = EventType(event.type)
+        if event.node_id is not None:
+            if kind == EventType.STEP_STARTED:
+                self.closed.discard(event.node_id)
+            elif kind in _CLOSING:
+                self.closed.add(event.node_id)
+        self.done = kind in TERMINAL_EVENTS
+
+    def finished(self) -> bool:
+        return self.done
+
+    def wants_delta(self, message: dict[str, Any]) -> bool:
+        return message.get("nodeId") not in self.closed
 
 
 async def follow_events(
     resources: Resources, tenant_id: uuid.UUID, run_id: uuid.UUID, after_seq: int
-) -> AsyncIterator[Item]:
-    """Yield events with ``seq > after_seq`` in order, then end after the terminal event."""
-    async with resources.bus.subscribe(run_channel(tenant_id, run_id)) as sub:
-        last = after_seq
+) -> AsyncGenerator[Item, None]:
+    """Yield the run's events with ``seq > after_seq`` in order, then live ones as they come.
+
+    The caller has already checked that the run belongs to ``tenant_id``. Ends after the
+    run's terminal event. Raises ``RateLimitedError`` past the per-tenant subscription limit.
+    """
+    if after_seq < 0:
+        raise ValidationError("afterSeq must be >= 0", fields={"afterSeq": "must be >= 0"})
+    settings = resources.settings
+    async with resources.bus.subscribe(
+        run_channel(tenant_id, run_id),
+        buffer=settings.treadle_subscriber_buffer,
+        tenant_limit=settings.treadle_max_subscriptions_per_tenant,
+    ) as sub:
+        cursor = _Cursor(after_seq)
+        poll = settings.treadle_subscriber_poll_seconds
         while True:
-            for event in await _stored(resources, run_id, last):
-                yield event
-                last = event.seq
-                if EventType(event.type) in TERMINAL_EVENTS:
-                    return
-            async for item in _live(sub, last):
-                if isinstance(item, dict):
+            # aclosing: a follower closed mid-stream closes the inner generators at once too.
+            async with contextlib.aclosing(_catch_up(resources, tenant_id, run_id, cursor)) as old:
+                async for event in old:
+                    yield event
+            if cursor.finished():
+                return
+            async with contextlib.aclosing(_live(sub, cursor, poll)) as live:
+                async for item in live:
                     yield item
-                    continue
-                yield item
-                last = item.seq
-                if EventType(item.type) in TERMINAL_EVENTS:
-                    return
+            if cursor.finished():
+                return
 
 
-async def _live(sub: Subscription, last: int) -> AsyncIterator[Item]:
-    """Forward live events while they arrive in order; return to re-read on any gap."""
-    while True:
-        message = await sub.get(POLL_SECONDS)
-        if message is None or sub.overflowed:
-            sub.overflowed = False
-            _drain(sub)
+async def _live(sub: Subscription, cursor: _Cursor, poll_seconds: float) -> AsyncGenerator[Item, None]:
+    """Forward live messages while they arrive in order; return to re-read the database."""
+    # Jitter keeps many followers of one quiet run from polling the database in step.
+    wait = poll_seconds * random.uniform(0.8, 1.2)  # noqa: S311 - not security related
+    while not cursor.finished():
+        message = await sub.get(wait)
+        if message is None or sub.take_overflow():
             return
         if message.get("type") == DELTA:
-            yield message
+            if cursor.wants_delta(message):
+                yield message
             continue
-        seq = int(message["seq"])
-        if seq <= last:
+        seq = message.get("seq")
+        if not isinstance(seq, int) or seq <= cursor.last:
             continue  # already sent (from history or an earlier message)
-        if seq != last + 1:
-            return
+        if seq != cursor.last + 1:
+            return  # a gap: the missing events are in the database
         event = EventView.from_json(message)
+        cursor.advance(event)
         yield event
-        last = seq
 
 
-def _drain(sub: Subscription) -> None:
-    while not sub.queue.empty():
-        sub.queue.get_nowait()
+async def _catch_up(
+    resources: Resources, tenant_id: uuid.UUID, run_id: uuid.UUID, cursor: _Cursor
+) -> AsyncGenerator[EventView, None]:
+    """Stored events after ``cursor.last``, page by page, until the history is exhausted."""
+    while True:
+        page = await _stored(resources, tenant_id, run_id, cursor.last)
+        for event in page:
+            cursor.advance(event)
+            yield event
+            if cursor.done:
+                return
+        if len(page) < PAGE:
+            break
+    if not page and await _finished_before(resources, tenant_id, run_id, cursor.last):
+        cursor.done = True
 
 
-async def _stored(resources: Resources, run_id: uuid.UUID, after_seq: int) -> list[EventView]:
-    async with resources.sessions() as session:
+async def _stored(
+    resources: Resources, tenant_id: uuid.UUID, run_id: uuid.UUID, after_seq: int
+) -> list[EventView]:
+    async with transaction(resources, tenant_id) as session:
         rows = await session.execute(
             select(WorkflowEvent)
-            .where(WorkflowEvent.run_id == run_id, WorkflowEvent.seq > after_seq)
+            .where(
+                WorkflowEvent.tenant_id == tenant_id,
+                WorkflowEvent.run_id == run_id,
+                WorkflowEvent.seq > after_seq,
+            )
             .order_by(WorkflowEvent.seq)
-            .limit(1000)
+            .limit(PAGE)
         )
         return [EventView.of(row) for row in rows.scalars()]
+
+
+async def _finished_before(
+    resources: Resources, tenant_id: uuid.UUID, run_id: uuid.UUID, seq: int
+) -> bool:
+    """True when the run is over and its last event is at or before ``seq``."""
+    async with transaction(resources, tenant_id) as session:
+        row = (
+            await session.execute(
+                select(WorkflowRun.status, WorkflowRun.last_seq).where(
+                    WorkflowRun.tenant_id == tenant_id, WorkflowRun.id == run_id
+                )
+            )
+        ).one_or_none()
+    return row is None or (RunStatus(row.status) in TERMINAL_RUN and row.last_seq <= seq)

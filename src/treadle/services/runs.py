@@ -46,6 +46,8 @@ async def execute_workflow(
     args = parse_input(ExecuteInput, {"input": input_, "idempotency_key": idempotency_key})
     if args.input is not None and not isinstance(args.input, dict):
         raise ValidationError("input must be a JSON object", fields={"input": "must be an object"})
+    limiter = ctx.resources.limiter
+    await limiter.hit(limiter.limits.execute_per_tenant, "execute", str(actor.tenant_id))
     workflow = await load_workflow(ctx, workflow_id, lock=args.idempotency_key is not None)
     if args.idempotency_key:
         existing = await _run_for_key(ctx, workflow.id, args.idempotency_key)

@@ -1,0 +1,72 @@
+"""Rate limits (the ``limits`` library): shared through Redis in production, in memory embedded.
+
+Each limit is a setting such as ``10/minute``; an empty value turns that limit off. A caller over
+a limit gets ``RATE_LIMITED`` with ``Retry-After``; the request does nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Final
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+from treadle.errors import RateLimitedError
+from treadle.settings import Settings
+
+KEY_PREFIX: Final = "treadle:limits"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    login_per_email: RateLimitItem | None
+    login_per_ip: RateLimitItem | None
+    register_per_ip: RateLimitItem | None
+    api_per_tenant: RateLimitItem | None
+    execute_per_tenant: RateLimitItem | None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Limits:
+        def item(value: str) -> RateLimitItem | None:
+            return parse(value) if value.strip() else None
+
+        return cls(
+            login_per_email=item(settings.treadle_rate_login_per_email),
+            login_per_ip=item(settings.treadle_rate_login_per_ip),
+            register_per_ip=item(settings.treadle_rate_register_per_ip),
+            api_per_tenant=item(settings.treadle_rate_api_per_tenant),
+            execute_per_tenant=item(settings.treadle_rate_execute_per_tenant),
+        )
+
+
+class RateLimiter:
+    """Counts hits per (limit name, key) in a sliding window."""
+
+    def __init__(self, limits: Limits, storage: Storage) -> None:
+        self.limits = limits
+        self._storage = storage
+        self._strategy = SlidingWindowCounterRateLimiter(storage)
+
+    @classmethod
+    def build(cls, settings: Settings) -> RateLimiter:
+        storage: Storage
+        if settings.redis_url:
+            uri = "async+" + settings.redis_url
+            storage = RedisStorage(uri, implementation="redispy", key_prefix=KEY_PREFIX)
+        else:
+            storage = MemoryStorage()
+        return cls(Limits.from_settings(settings), storage)
+
+    async def hit(self, item: RateLimitItem | None, name: str, key: str) -> None:
+        """Count one hit; raise RateLimitedError when ``key`` is over ``item``."""
+        if item is None:
+            return
+        if await self._strategy.hit(item, name, key):
+            return
+        stats = await self._strategy.get_window_stats(item, name, key)
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        raise RateLimitedError("too many requests; try again later", retry_after=retry_after)
