@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -71,12 +72,15 @@ ERROR_HANDLERS = {
 def create_app(settings: Settings | None = None, *, embedded_worker: bool = False) -> Starlette:
     """The API; with ``embedded_worker`` it also runs steps and the reaper in this process."""
     settings = settings or Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, secrets=[settings.jwt_secret, settings.openai_api_key])
     origins = [o.strip() for o in settings.treadle_allowed_origins.split(",") if o.strip()]
     graphql = TreadleGraphQL(
         build_schema(production=settings.is_production),
         graphql_ide=None if settings.is_production else "graphiql",
         allowed_origins=origins,
+        connection_init_wait_timeout=timedelta(seconds=settings.treadle_ws_init_timeout_seconds),
+        max_subscriptions_per_connection=settings.treadle_max_subscriptions_per_connection,
+        ws_ping_seconds=settings.treadle_ws_ping_seconds,
     )
 
     @contextlib.asynccontextmanager

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Final
 
 from pythonjsonlogger.json import JsonFormatter
+
+from treadle.redact import SecretFilter
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 tenant_id_var: ContextVar[str | None] = ContextVar("tenant_id", default=None)
@@ -33,8 +36,12 @@ class ContextFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str) -> None:
-    """Install one JSON handler on the root logger; safe to call more than once."""
+def configure_logging(level: str, secrets: Iterable[str | None] = ()) -> None:
+    """Install one JSON handler on the root logger; safe to call more than once.
+
+    ``secrets`` (the JWT key, the OpenAI key) are scrubbed from every record, as are URL
+    credentials and bearer tokens.
+    """
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_treadle", False):
@@ -44,6 +51,7 @@ def configure_logging(level: str) -> None:
         JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", timestamp=False)
     )
     handler.addFilter(ContextFilter())
+    handler.addFilter(SecretFilter(s for s in secrets if s))
     handler._treadle = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())

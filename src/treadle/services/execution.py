@@ -28,6 +28,7 @@ from treadle.logging import run_id_var, step_key_var, tenant_id_var
 from treadle.models import WorkflowStep
 from treadle.models.base import utcnow
 from treadle.pubsub import run_channel
+from treadle.redact import scrub_text
 from treadle.services.progress import settle, template_context
 from treadle.services.runtxn import RunTxn, open_run_txn
 from treadle.tenancy import SYSTEM, transaction
@@ -268,7 +269,7 @@ async def _record(resources: Resources, claim: Claim, outcome: Outcome) -> None:
 
 
 def _on_failure(txn: RunTxn, step: WorkflowStep, failed: Failed, policy, now: datetime) -> None:  # type: ignore[no-untyped-def]
-    error: JSONObject = {"code": failed.code, "message": failed.error}
+    error: JSONObject = {"code": failed.code, "message": scrub_text(failed.error)}
     if failed.retryable and can_retry(policy, step.attempt):
         wake = now + timedelta(seconds=backoff_seconds(policy, step.attempt))
         step.status = transition(StepStatus.RUNNING, StepStatus.RETRYING)

@@ -12,6 +12,7 @@ import pydantic
 from treadle.engine.json import JSON, JSONObject
 from treadle.errors import ValidationError
 from treadle.models import Tenant, User, Workflow, WorkflowEvent, WorkflowRun, WorkflowStep
+from treadle.redact import redact
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 T = TypeVar("T")
@@ -27,6 +28,12 @@ def parse_input(model: type[M], data: object) -> M:
         }
         detail = "; ".join(f"{name}: {msg}" for name, msg in fields.items())
         raise ValidationError(f"invalid input: {detail}", fields=fields) from exc
+
+
+def redact_definition(definition: JSONObject) -> JSONObject:
+    """Definitions are shown with their secrets (webhook secrets, auth headers) redacted."""
+    shown = redact(definition)
+    return shown if isinstance(shown, dict) else {}
 
 
 def iso(value: datetime | None) -> str | None:
@@ -97,7 +104,7 @@ class WorkflowView:
             name=row.name,
             description=row.description,
             version=row.version,
-            definition=row.definition,
+            definition=redact_definition(row.definition),
             created_at=row.created_at,
             updated_at=row.updated_at,
         )

@@ -13,6 +13,7 @@ from treadle.engine.json import JSONObject
 from treadle.errors import NotFoundError, ValidationError
 from treadle.models import Workflow
 from treadle.models.base import utcnow
+from treadle.redact import restore_definition
 from treadle.services.context import ServiceContext, owned_by
 from treadle.services.views import Page, WorkflowView, parse_input
 
@@ -126,7 +127,10 @@ async def update_workflow(ctx: ServiceContext, workflow_id: str, data: object) -
     if args.description is not None:
         row.description = args.description
     if args.definition is not None:
-        row.definition = _canonical(ctx, args.definition)
+        given = args.definition
+        if isinstance(given, dict):
+            given = restore_definition(given, row.definition)
+        row.definition = _canonical(ctx, given)
     row.version += 1
     row.updated_at = utcnow()
     await ctx.session.flush()

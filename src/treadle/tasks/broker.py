@@ -69,7 +69,7 @@ def create_broker() -> AsyncBroker:
     from treadle.tasks.reaper import run_reaper
 
     settings = Settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, secrets=[settings.jwt_secret, settings.openai_api_key])
     broker = build_broker(settings, embedded=False)
     stack = contextlib.AsyncExitStack()
 

@@ -1,0 +1,105 @@
+"""Secret redaction, in one place: API answers, step outputs, errors and logs use it.
+
+What counts as a secret: values under keys such as ``secret``, ``password``, ``token``,
+``authorization``, ``cookie`` or ``api-key`` (any case, ``-``/``_`` alike), credentials in URLs
+(``https://user:pass@host``), bearer tokens in free text, and the process's own keys (JWT secret,
+OpenAI key) registered at start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Mapping
+from typing import Final
+
+from treadle.engine.json import JSON, JSONObject
+
+PLACEHOLDER: Final = "[REDACTED]"
+_SENSITIVE_KEY: Final = re.compile(
+    # "token" but not "tokens": maxTokens and usage counts are not secrets.
+    r"(secret|password|passwd|token(?!s)|authorization|cookie|api[-_]?key|credential)",
+    re.IGNORECASE,
+)
+_URL_CREDENTIALS: Final = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s:@]+(:[^/\s@]*)?@", re.I
+)
+_BEARER: Final = re.compile(r"(bearer|basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+_MIN_SECRET_LENGTH: Final = 8
+
+
+def is_sensitive_key(key: str) -> bool:
+    return bool(_SENSITIVE_KEY.search(key))
+
+
+def redact(value: JSON) -> JSON:
+    """A copy of ``value`` with every sensitive key's value replaced by the placeholder."""
+    if isinstance(value, dict):
+        return {
+            key: (PLACEHOLDER if is_sensitive_key(key) and isinstance(item, str) else redact(item))
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(item) for item in value]
+    if isinstance(value, str):
+        return scrub_text(value)
+    return value
+
+
+def scrub_text(text: str, known: Iterable[str] = ()) -> str:
+    """Remove URL credentials, bearer tokens and any of the ``known`` secret values."""
+    text = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}{PLACEHOLDER}@", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {PLACEHOLDER}", text)
+    for secret in known:
+        if len(secret) >= _MIN_SECRET_LENGTH:
+            text = text.replace(secret, PLACEHOLDER)
+    return text
+
+
+def restore(new: JSON, old: JSON) -> JSON:
+    """Put back stored secrets where a client sent the placeholder it was shown.
+
+    A client that reads a definition and writes it back unchanged must not replace its secrets
+    with the placeholder text.
+    """
+    if isinstance(new, dict) and isinstance(old, dict):
+        return {
+            key: old[key] if item == PLACEHOLDER and key in old else restore(item, old.get(key))
+            for key, item in new.items()
+        }
+    if isinstance(new, list) and isinstance(old, list):
+        return [restore(item, old[i]) if i < len(old) else item for i, item in enumerate(new)]
+    return new
+
+
+def restore_definition(new: JSONObject, old: JSONObject) -> JSONObject:
+    """``restore`` node by node, matching nodes by id (order may change between versions)."""
+    old_nodes = {node.get("id"): node for node in _nodes(old) if isinstance(node, dict)}
+    nodes = [
+        restore(node, old_nodes.get(node.get("id"))) if isinstance(node, dict) else node
+        for node in _nodes(new)
+    ]
+    return {**new, "nodes": nodes} if "nodes" in new else new
+
+
+def _nodes(definition: Mapping[str, JSON]) -> list[JSON]:
+    nodes = definition.get("nodes")
+    return nodes if isinstance(nodes, list) else []
+
+
+class SecretFilter(logging.Filter):
+    """Scrubs registered secrets, URL credentials and bearer tokens from every log record."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self.secrets = [s for s in secrets if s]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = scrub_text(message, self.secrets)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        if record.exc_info and record.exc_info[1] is not None:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info, record.exc_text = None, scrub_text(text, self.secrets)
+        return True
