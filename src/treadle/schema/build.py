@@ -35,7 +35,7 @@ def build_schema(*, production: bool = False) -> strawberry.Schema:
         lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
-        DomainErrors,
+        lambda: DomainErrors(hide_suggestions=production),
     ]
     if production:
         from strawberry.extensions import DisableIntrospection

@@ -1,6 +1,7 @@
 """Error shaping: every GraphQL error carries ``extensions.code``; unexpected ones are masked."""
 
 import logging
+import re
 from collections.abc import Iterator
 
 from graphql.error import GraphQLError
@@ -12,7 +13,10 @@ from treadle.logging import request_id_var
 logger = logging.getLogger(__name__)
 
 
-def shape_error(error: GraphQLError) -> GraphQLError:
+_SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
+
+
+def shape_error(error: GraphQLError, *, hide_suggestions: bool = False) -> GraphQLError:
     original = error.original_error
     if isinstance(original, TreadleError):
         extensions = {**(error.extensions or {}), "code": original.code}
@@ -23,7 +27,10 @@ def shape_error(error: GraphQLError) -> GraphQLError:
         error.extensions = extensions
         return error
     if original is None:
-        # Parsing and validation errors of the document itself.
+        # Parsing and validation errors of the document itself; in production they do not
+        # suggest field names (that would leak the schema that introspection hides).
+        if hide_suggestions:
+            error.message = _SUGGESTION.sub("", error.message)
         error.extensions = {**(error.extensions or {}), "code": "VALIDATION_ERROR"}
         return error
     request_id = request_id_var.get()
@@ -37,9 +44,13 @@ def shape_error(error: GraphQLError) -> GraphQLError:
 
 
 class DomainErrors(SchemaExtension):
+    def __init__(self, *, hide_suggestions: bool = False) -> None:
+        self.hide_suggestions = hide_suggestions
+
     def on_operation(self) -> Iterator[None]:
         yield
         result = self.execution_context.result
         errors = getattr(result, "errors", None)
         if result is not None and errors:
-            result.errors = [shape_error(error) for error in errors]
+            hide = self.hide_suggestions
+            result.errors = [shape_error(error, hide_suggestions=hide) for error in errors]
