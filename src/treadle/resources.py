@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
 
 import httpx
 from redis.asyncio import Redis
@@ -20,16 +18,13 @@ from treadle.engine.steps import StepRegistry, build_registry
 from treadle.engine.template import TemplateEngine
 from treadle.net.egress import EgressPolicy, build_http_client
 from treadle.pubsub import EventBus, MemoryEventBus, RedisEventBus
+from treadle.queue import StepQueue
 from treadle.ratelimit import RateLimiter
 from treadle.security import PasswordHasher, TokenCodec
 from treadle.services.dagcache import DagCache
 from treadle.services.runtxn import LocalTimers
 from treadle.settings import Settings
 from treadle.tasks.broker import TaskiqStepQueue, build_broker
-
-
-class StepQueue(Protocol):
-    async def enqueue(self, step_ids: Sequence[uuid.UUID]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
@@ -10,6 +9,7 @@ from sqlalchemy import select, update
 from treadle.engine.states import StepStatus
 from treadle.models import WorkflowStep
 from treadle.models.base import utcnow
+from treadle.queue import StepRef
 from treadle.services.progress import DISPATCH_GRACE
 from treadle.tenancy import SYSTEM, transaction
 
@@ -25,14 +25,15 @@ async def dispatch_due(resources: Resources) -> int:
     now = utcnow()
     async with transaction(resources, SYSTEM) as session:
         pick = (
-            select(WorkflowStep.id)
+            select(WorkflowStep.id, WorkflowStep.run_id, WorkflowStep.tenant_id)
             .where(WorkflowStep.due_at <= now, WorkflowStep.status.in_(OPEN))
             .order_by(WorkflowStep.due_at)
             .limit(BATCH)
         )
         if resources.is_postgres:
             pick = pick.with_for_update(skip_locked=True)
-        ids: list[uuid.UUID] = list((await session.execute(pick)).scalars())
+        due = [StepRef(*row) for row in await session.execute(pick)]
+        ids = [ref.step_id for ref in due]
         if ids:
             # Pushed back so the next pass does not send them again while they are queued.
             await session.execute(
@@ -40,6 +41,6 @@ async def dispatch_due(resources: Resources) -> int:
                 .where(WorkflowStep.id.in_(ids))
                 .values(due_at=now + DISPATCH_GRACE)
             )
-    if ids:
-        await resources.queue.enqueue(ids)
-    return len(ids)
+    if due:
+        await resources.queue.enqueue(due)
+    return len(due)

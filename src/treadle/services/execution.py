@@ -19,16 +19,17 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 
-from treadle.engine.executor import Failed, Outcome, Succeeded, Waiting, execute_step
+from treadle.engine.executor import Outcome, execute_step
 from treadle.engine.json import JSONObject
-from treadle.engine.retry import backoff_seconds, can_retry
+from treadle.engine.retry import can_retry
 from treadle.engine.states import TERMINAL_RUN, EventType, RunStatus, StepStatus, transition
 from treadle.engine.steps import StepContext
 from treadle.logging import run_id_var, step_key_var, tenant_id_var
 from treadle.models import WorkflowStep
 from treadle.models.base import utcnow
 from treadle.pubsub import run_channel
-from treadle.redact import scrub_text
+from treadle.queue import StepRef
+from treadle.services.outcome import apply_outcome, fail_step
 from treadle.services.progress import settle, template_context
 from treadle.services.runtxn import RunTxn, open_run_txn
 from treadle.tenancy import SYSTEM, transaction
@@ -56,19 +57,19 @@ class Claim:
     context: JSONObject
 
 
-async def advance_step(resources: Resources, step_id: uuid.UUID) -> None:
-    """Handle one delivery of ``treadle.run_step``; safe to call any number of times."""
-    async with transaction(resources, SYSTEM) as session:
-        owner = (
-            await session.execute(
-                select(WorkflowStep.run_id, WorkflowStep.tenant_id).where(
-                    WorkflowStep.id == step_id
-                )
-            )
-        ).one_or_none()
-    if owner is None:
-        return
-    claim = await _claim(resources, owner.tenant_id, owner.run_id, step_id)
+async def advance_step(
+    resources: Resources, step_id: uuid.UUID, *, ref: StepRef | None = None
+) -> None:
+    """Handle one delivery of ``treadle.run_step``; safe to call any number of times.
+
+    Pure, quick step types (``inline``) run inside the claiming transaction, so they cost one
+    transaction; the others are claimed, run without a transaction, then recorded.
+    """
+    if ref is None:
+        ref = await _lookup(resources, step_id)
+        if ref is None:
+            return
+    claim = await _claim(resources, ref)
     if claim is None:
         return
     tenant_id_var.set(str(claim.tenant_id))
@@ -79,41 +80,58 @@ async def advance_step(resources: Resources, step_id: uuid.UUID) -> None:
         await _record(resources, claim, outcome)
 
 
-async def _claim(
-    resources: Resources, tenant_id: uuid.UUID, run_id: uuid.UUID, step_id: uuid.UUID
-) -> Claim | None:
+async def _lookup(resources: Resources, step_id: uuid.UUID) -> StepRef | None:
+    async with transaction(resources, SYSTEM) as session:
+        row = (
+            await session.execute(
+                select(WorkflowStep.run_id, WorkflowStep.tenant_id).where(
+                    WorkflowStep.id == step_id
+                )
+            )
+        ).one_or_none()
+    return None if row is None else StepRef(step_id, row.run_id, row.tenant_id)
+
+
+async def _claim(resources: Resources, ref: StepRef) -> Claim | None:
     now = utcnow()
-    async with open_run_txn(resources, tenant_id, run_id) as txn:
+    async with open_run_txn(resources, ref.tenant_id, ref.run_id) as txn:
         if RunStatus(txn.run.status) in TERMINAL_RUN:
             return None
-        step = next((row for row in txn.steps.values() if row.id == step_id), None)
-        if step is None:
+        step = next((row for row in txn.steps.values() if row.id == ref.step_id), None)
+        if step is None or not _take(resources, txn, step, now):
             return None
-        status = StepStatus(step.status)
-        resumed: datetime | None = None
-        if status is StepStatus.RUNNING and step.wake_at is not None:
-            if step.wake_at > now:
-                return None  # a sleeping delay, delivered early
-            resumed = step.wake_at
-            step.lease_until = now + _lease(resources)
-        elif not _startable(step, status, now):
-            return None
-        elif status is StepStatus.RUNNING:
-            if not _reclaim(resources, txn, step, now):
-                return None
-        else:
-            _start_attempt(resources, txn, step, now)
         step.due_at = step.lease_until
-        return Claim(
+        claim = Claim(
             step_id=step.id,
             run_id=txn.run.id,
             tenant_id=txn.run.tenant_id,
             node_id=step.node_id,
             attempt=step.attempt,
-            resumed_until=resumed,
+            resumed_until=step.wake_at if step.status == StepStatus.RUNNING else None,
             definition=txn.run.definition,
             context=template_context(txn.run, txn.steps),
         )
+        if not getattr(resources.registry[step.type], "inline", False):
+            return claim
+        outcome = await _run(resources, claim, _context(resources, claim))
+        apply_outcome(resources, txn, step, outcome, utcnow())
+        return None
+
+
+def _take(resources: Resources, txn: RunTxn, step: WorkflowStep, now: datetime) -> bool:
+    """Decide under the lock whether this delivery may run the step, and start the attempt."""
+    status = StepStatus(step.status)
+    if status is StepStatus.RUNNING and step.wake_at is not None:
+        if step.wake_at > now:
+            return False  # a sleeping delay, delivered early
+        step.lease_until = now + _lease(resources)  # resuming the same attempt
+        return True
+    if not _startable(step, status, now):
+        return False
+    if status is StepStatus.RUNNING:
+        return _reclaim(resources, txn, step, now)
+    _start_attempt(resources, txn, step, now)
+    return True
 
 
 def _lease(resources: Resources) -> timedelta:
@@ -142,7 +160,7 @@ def _reclaim(resources: Resources, txn: RunTxn, step: WorkflowStep, now: datetim
         )
         _start_attempt(resources, txn, step, now)
         return True
-    _fail(txn, step, WORKER_LOST, now)
+    fail_step(txn, step, WORKER_LOST, now)
     txn.dispatch = settle(txn.run, dag, txn.steps, txn.writer, now)
     return False
 
@@ -159,11 +177,8 @@ def _start_attempt(resources: Resources, txn: RunTxn, step: WorkflowStep, now: d
     txn.writer.append(EventType.STEP_STARTED, step.node_id, {"attempt": step.attempt})
 
 
-async def _execute(resources: Resources, claim: Claim) -> Outcome | None:
-    """Run the attempt with a heartbeat; None when the attempt lost its fence meanwhile."""
-    dag = resources.dags.get(claim.run_id, claim.definition)
-    node = dag.nodes[claim.node_id]
-    ctx = StepContext(
+def _context(resources: Resources, claim: Claim) -> StepContext:
+    return StepContext(
         run_id=str(claim.run_id),
         workflow_id=str(claim.context["workflow"]["id"]),  # type: ignore[index,call-overload]
         node_id=claim.node_id,
@@ -178,14 +193,22 @@ async def _execute(resources: Resources, claim: Claim) -> Outcome | None:
         emit_delta=_delta_sink(resources, claim),
         resumed_until=claim.resumed_until,
     )
-    work = asyncio.ensure_future(
-        execute_step(
-            resources.registry[node.type],
-            dag.configs[claim.node_id],
-            ctx,
-            timeout_seconds=node.timeout_seconds,
-        )
+
+
+async def _run(resources: Resources, claim: Claim, ctx: StepContext) -> Outcome:
+    dag = resources.dags.get(claim.run_id, claim.definition)
+    node = dag.nodes[claim.node_id]
+    return await execute_step(
+        resources.registry[node.type],
+        dag.configs[claim.node_id],
+        ctx,
+        timeout_seconds=node.timeout_seconds,
     )
+
+
+async def _execute(resources: Resources, claim: Claim) -> Outcome | None:
+    """Run the attempt with a heartbeat; None when the attempt lost its fence meanwhile."""
+    work = asyncio.ensure_future(_run(resources, claim, _context(resources, claim)))
     beat = asyncio.create_task(_heartbeat(resources, claim, work))
     try:
         return await work
@@ -238,7 +261,6 @@ def _delta_sink(resources: Resources, claim: Claim):  # type: ignore[no-untyped-
 
 
 async def _record(resources: Resources, claim: Claim, outcome: Outcome) -> None:
-    now = utcnow()
     async with open_run_txn(resources, claim.tenant_id, claim.run_id) as txn:
         step = txn.steps[claim.node_id]
         if (
@@ -248,46 +270,4 @@ async def _record(resources: Resources, claim: Claim, outcome: Outcome) -> None:
         ):
             logger.info("late result of %s attempt %d discarded", claim.node_id, claim.attempt)
             return
-        dag = resources.dags.get(txn.run.id, txn.run.definition)
-        if isinstance(outcome, Waiting):
-            step.wake_at = step.due_at = outcome.until
-            step.lease_until = None
-            txn.timers.append((step.id, outcome.until))
-            return
-        if isinstance(outcome, Succeeded):
-            step.status = transition(StepStatus.RUNNING, StepStatus.COMPLETED)
-            step.output, step.finished_at = outcome.output, now
-            step.due_at = step.lease_until = None
-            txn.writer.append(
-                EventType.STEP_COMPLETED,
-                step.node_id,
-                {"attempt": step.attempt, "output": outcome.output},
-            )
-        else:
-            _on_failure(txn, step, outcome, dag.nodes[step.node_id].retry, now)
-        txn.dispatch = settle(txn.run, dag, txn.steps, txn.writer, now)
-
-
-def _on_failure(txn: RunTxn, step: WorkflowStep, failed: Failed, policy, now: datetime) -> None:  # type: ignore[no-untyped-def]
-    error: JSONObject = {"code": failed.code, "message": scrub_text(failed.error)}
-    if failed.retryable and can_retry(policy, step.attempt):
-        wake = now + timedelta(seconds=backoff_seconds(policy, step.attempt))
-        step.status = transition(StepStatus.RUNNING, StepStatus.RETRYING)
-        step.error, step.wake_at, step.due_at, step.lease_until = error, wake, wake, None
-        txn.writer.append(
-            EventType.STEP_RETRYING,
-            step.node_id,
-            {"attempt": step.attempt, "error": error, "retryAt": wake.isoformat()},
-        )
-        txn.timers.append((step.id, wake))
-        return
-    _fail(txn, step, error, now)
-
-
-def _fail(txn: RunTxn, step: WorkflowStep, error: JSONObject, now: datetime) -> None:
-    step.status = transition(StepStatus(step.status), StepStatus.FAILED)
-    step.error, step.finished_at = error, now
-    step.due_at = step.lease_until = step.wake_at = None
-    txn.writer.append(
-        EventType.STEP_FAILED, step.node_id, {"attempt": step.attempt, "error": error}
-    )
+        apply_outcome(resources, txn, step, outcome, utcnow())

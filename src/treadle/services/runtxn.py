@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from treadle.db import AsyncSession
 from treadle.models import WorkflowRun, WorkflowStep
 from treadle.models.base import utcnow
+from treadle.queue import StepRef
 from treadle.services.events import EventWriter, publish_events
 from treadle.services.progress import load_steps, lock_run
 from treadle.tenancy import transaction
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-StepEnqueue = Callable[[Sequence[uuid.UUID]], Awaitable[None]]
+StepEnqueue = Callable[[Sequence[StepRef]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -61,13 +62,14 @@ async def after_commit(resources: Resources, tenant_id: uuid.UUID, txn: RunTxn) 
         await publish_events(resources.bus, tenant_id, txn.writer.views())
     except Exception:
         logger.warning("publishing run events failed", exc_info=True)
+    run_id = txn.run.id
     try:
         if txn.dispatch:
-            await resources.queue.enqueue(txn.dispatch)
+            await resources.queue.enqueue([StepRef(s, run_id, tenant_id) for s in txn.dispatch])
     except Exception:
         logger.warning("enqueue failed; the reaper will dispatch", exc_info=True)
     for step_id, at in txn.timers:
-        resources.timers.schedule(at, step_id)
+        resources.timers.schedule(at, StepRef(step_id, run_id, tenant_id))
 
 
 class LocalTimers:
@@ -78,7 +80,7 @@ class LocalTimers:
         self._handles: set[asyncio.TimerHandle] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def schedule(self, at: datetime, step_id: uuid.UUID) -> None:
+    def schedule(self, at: datetime, step: StepRef) -> None:
         delay = max(0.0, (at - utcnow()).total_seconds())
         if delay > 300:
             return  # far-off wake-ups are the reaper's job
@@ -88,16 +90,16 @@ class LocalTimers:
         def fire() -> None:
             if handle is not None:
                 self._handles.discard(handle)
-            task = loop.create_task(self._send(step_id))
+            task = loop.create_task(self._send(step))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
         handle = loop.call_later(delay, fire)
         self._handles.add(handle)
 
-    async def _send(self, step_id: uuid.UUID) -> None:
+    async def _send(self, step: StepRef) -> None:
         try:
-            await self._enqueue([step_id])
+            await self._enqueue([step])
         except Exception:
             logger.warning("timer enqueue failed; the reaper will dispatch", exc_info=True)
 

@@ -13,6 +13,7 @@ from taskiq.events import TaskiqEvents
 from taskiq.state import TaskiqState
 from taskiq_redis import RedisStreamBroker
 
+from treadle.queue import StepRef
 from treadle.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -20,11 +21,19 @@ logger = logging.getLogger(__name__)
 RUN_STEP: Final = "treadle.run_step"
 
 
-async def run_step(step_id: str, context: Context = TaskiqDepends()) -> None:  # noqa: B008
+async def run_step(
+    step_id: str,
+    run_id: str | None = None,
+    tenant_id: str | None = None,
+    context: Context = TaskiqDepends(),  # noqa: B008 - taskiq's dependency marker
+) -> None:
     """Advance one workflow step; the whole decision is made under a database lock."""
-    from treadle.services.execution import advance_step
+    from treadle.services.execution import advance_step  # imported late: keeps the CLI light
 
-    await advance_step(context.state.resources, uuid.UUID(step_id))
+    ref = None
+    if run_id and tenant_id:
+        ref = StepRef(uuid.UUID(step_id), uuid.UUID(run_id), uuid.UUID(tenant_id))
+    await advance_step(context.state.resources, uuid.UUID(step_id), ref=ref)
 
 
 def build_broker(settings: Settings, *, embedded: bool) -> AsyncBroker:
@@ -57,9 +66,9 @@ class TaskiqStepQueue:
             raise RuntimeError("broker has no run_step task")
         self._task: AsyncTaskiqDecoratedTask[Any, Any] = task
 
-    async def enqueue(self, step_ids: Sequence[uuid.UUID]) -> None:
-        for step_id in step_ids:
-            await self._task.kiq(str(step_id))
+    async def enqueue(self, steps: Sequence[StepRef]) -> None:
+        for step in steps:
+            await self._task.kiq(str(step.step_id), str(step.run_id), str(step.tenant_id))
 
 
 def create_broker() -> AsyncBroker:

@@ -95,6 +95,8 @@ class StepType(Protocol):
 
     name: ClassVar[str]
     config_model: ClassVar[type[BaseModel]]
+    # Optional ``inline: ClassVar[bool] = True`` marks a pure, quick type (no I/O): the worker
+    # runs it inside the transaction that claims it instead of claiming and recording apart.
 
     async def run(self, config: BaseModel, ctx: StepContext) -> JSON | Sleep: ...
 

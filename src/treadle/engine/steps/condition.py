@@ -32,6 +32,10 @@ class Condition:
     """Evaluates ``expression`` against the run context; output ``{"result": bool}``."""
 
     name: ClassVar[str] = "CONDITION"
+
+    # Pure and quick: runs inside the claiming transaction (one transaction per step).
+
+    inline: ClassVar[bool] = True
     config_model: ClassVar[type[BaseModel]] = Config
 
     async def run(self, config: BaseModel, ctx: StepContext) -> JSON | Sleep:

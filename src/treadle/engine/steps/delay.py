@@ -38,6 +38,10 @@ class Delay:
     """Waits ``seconds``, or until ``until``; output ``{"waitedUntil": iso}``."""
 
     name: ClassVar[str] = "DELAY"
+
+    # Pure and quick: runs inside the claiming transaction (one transaction per step).
+
+    inline: ClassVar[bool] = True
     config_model: ClassVar[type[BaseModel]] = Config
 
     async def run(self, config: BaseModel, ctx: StepContext) -> JSON | Sleep:

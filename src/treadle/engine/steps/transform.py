@@ -23,6 +23,10 @@ class Transform:
     """Returns ``output`` with every template in it rendered (keys included)."""
 
     name: ClassVar[str] = "TRANSFORM"
+
+    # Pure and quick: runs inside the claiming transaction (one transaction per step).
+
+    inline: ClassVar[bool] = True
     config_model: ClassVar[type[BaseModel]] = Config
 
     async def run(self, config: BaseModel, ctx: StepContext) -> JSON | Sleep:

@@ -1,0 +1,71 @@
+"""Recording an attempt's outcome on its step row, inside the run's locked transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from treadle.engine.dag import RetryPolicy
+from treadle.engine.executor import Failed, Outcome, Succeeded, Waiting
+from treadle.engine.json import JSONObject
+from treadle.engine.retry import backoff_seconds, can_retry
+from treadle.engine.states import EventType, StepStatus, transition
+from treadle.models import WorkflowStep
+from treadle.redact import scrub_text
+from treadle.services.progress import settle
+from treadle.services.runtxn import RunTxn
+
+if TYPE_CHECKING:
+    from treadle.resources import Resources
+
+
+def apply_outcome(
+    resources: Resources, txn: RunTxn, step: WorkflowStep, outcome: Outcome, now: datetime
+) -> None:
+    """Move the RUNNING ``step`` on by ``outcome``, then let the planner settle the run."""
+    dag = resources.dags.get(txn.run.id, txn.run.definition)
+    if isinstance(outcome, Waiting):
+        # A sleeping DELAY keeps its attempt but no lease: it holds no worker slot.
+        step.wake_at = step.due_at = outcome.until
+        step.lease_until = None
+        txn.timers.append((step.id, outcome.until))
+        return
+    if isinstance(outcome, Succeeded):
+        step.status = transition(StepStatus.RUNNING, StepStatus.COMPLETED)
+        step.output, step.finished_at = outcome.output, now
+        step.due_at = step.lease_until = step.wake_at = None
+        txn.writer.append(
+            EventType.STEP_COMPLETED,
+            step.node_id,
+            {"attempt": step.attempt, "output": outcome.output},
+        )
+    else:
+        _on_failure(txn, step, outcome, dag.nodes[step.node_id].retry, now)
+    txn.dispatch = settle(txn.run, dag, txn.steps, txn.writer, now)
+
+
+def _on_failure(
+    txn: RunTxn, step: WorkflowStep, failed: Failed, policy: RetryPolicy, now: datetime
+) -> None:
+    error: JSONObject = {"code": failed.code, "message": scrub_text(failed.error)}
+    if failed.retryable and can_retry(policy, step.attempt):
+        wake = now + timedelta(seconds=backoff_seconds(policy, step.attempt))
+        step.status = transition(StepStatus.RUNNING, StepStatus.RETRYING)
+        step.error, step.wake_at, step.due_at, step.lease_until = error, wake, wake, None
+        txn.writer.append(
+            EventType.STEP_RETRYING,
+            step.node_id,
+            {"attempt": step.attempt, "error": error, "retryAt": wake.isoformat()},
+        )
+        txn.timers.append((step.id, wake))
+        return
+    fail_step(txn, step, error, now)
+
+
+def fail_step(txn: RunTxn, step: WorkflowStep, error: JSONObject, now: datetime) -> None:
+    step.status = transition(StepStatus(step.status), StepStatus.FAILED)
+    step.error, step.finished_at = error, now
+    step.due_at = step.lease_until = step.wake_at = None
+    txn.writer.append(
+        EventType.STEP_FAILED, step.node_id, {"attempt": step.attempt, "error": error}
+    )
