@@ -55,11 +55,12 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
-async def _internal_error(_request: Request, exc: Exception) -> Response:
-    request_id = request_id_var.get()
-    logger.error("unhandled error", exc_info=exc)
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    request_id = request_id_var.get() or getattr(request.state, "request_id", None)
+    logger.error("unhandled error (request %s)", request_id, exc_info=exc)
     body = {"error": {"code": "INTERNAL", "message": "internal error", "requestId": request_id}}
-    return JSONResponse(body, status_code=500)
+    headers = {"X-Request-Id": request_id} if request_id else None
+    return JSONResponse(body, status_code=500, headers=headers)
 
 
 ERROR_HANDLERS = {

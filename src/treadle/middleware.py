@@ -23,6 +23,8 @@ class RequestContextMiddleware:
             return
         request_id = uuid.uuid4().hex
         token = request_id_var.set(request_id)
+        # Kept on the scope too: the 500 handler runs outside this middleware.
+        scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -74,12 +74,18 @@ def restore(new: JSON, old: JSON) -> JSON:
 
 def restore_definition(new: JSONObject, old: JSONObject) -> JSONObject:
     """``restore`` node by node, matching nodes by id (order may change between versions)."""
-    old_nodes = {node.get("id"): node for node in _nodes(old) if isinstance(node, dict)}
+    old_nodes = {_node_id(node): node for node in _nodes(old)}
     nodes = [
-        restore(node, old_nodes.get(node.get("id"))) if isinstance(node, dict) else node
+        restore(node, old_nodes.get(_node_id(node))) if _node_id(node) else node
         for node in _nodes(new)
     ]
     return {**new, "nodes": nodes} if "nodes" in new else new
+
+
+def _node_id(node: JSON) -> str | None:
+    # Input is not validated yet: an id may be any JSON value.
+    node_id = node.get("id") if isinstance(node, dict) else None
+    return node_id if isinstance(node_id, str) else None
 
 
 def _nodes(definition: Mapping[str, JSON]) -> list[JSON]:

@@ -13,6 +13,8 @@ from starlette.routing import Route
 
 from treadle.errors import ValidationError
 from treadle.resources import Resources
+from treadle.rest.openapi import openapi_json
+from treadle.rest.stream import stream_run_events
 from treadle.security import bearer_token
 from treadle.services import auth, runs, workflows
 from treadle.services.context import ServiceContext, open_service_context
@@ -20,6 +22,7 @@ from treadle.services.health import check_health
 from treadle.services.views import Page
 
 Handler = Callable[[Request], Awaitable[Response]]
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 
 
 def _resources(request: Request) -> Resources:
@@ -47,7 +50,10 @@ async def _body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
         data = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
+        # json.loads also takes NaN, Infinity, 1e999 and unpaired surrogate escapes, which
+        # would be stored and then fail every response that renders them: refuse them here.
+        json.dumps(data, ensure_ascii=False, allow_nan=False).encode()
+    except (ValueError, RecursionError) as exc:
         raise ValidationError("request body is not valid JSON") from exc
     if not isinstance(data, dict):
         raise ValidationError("request body must be a JSON object")
@@ -59,11 +65,14 @@ def _int(request: Request, name: str, default: int) -> int:
     if value is None:
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError as exc:
         raise ValidationError(
             f"{name} must be an integer", fields={name: "not an integer"}
         ) from exc
+    if not INT_MIN <= number <= INT_MAX:  # GraphQL's Int range; larger ones overflow the database
+        raise ValidationError(f"{name} is out of range", fields={name: "out of range"})
+    return number
 
 
 def _page(page: Page[Any]) -> dict[str, Any]:
@@ -190,6 +199,8 @@ def rest_routes() -> list[Route]:
         Route("/api/workflows/{id}/runs", list_workflow_runs, methods=["GET"]),
         Route("/api/runs/{id}", get_run, methods=["GET"]),
         Route("/api/runs/{id}/events", list_run_events, methods=["GET"]),
+        Route("/api/runs/{id}/stream", stream_run_events, methods=["GET"]),
         Route("/api/runs/{id}/cancel", cancel_run, methods=["POST"]),
         Route("/api/health", health, methods=["GET"]),
+        Route("/api/openapi.json", openapi_json, methods=["GET"]),
     ]
