@@ -10,7 +10,7 @@ from typing import Final
 
 from pythonjsonlogger.json import JsonFormatter
 
-from treadle.redact import SecretFilter
+from treadle.redact import scrubbing
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 tenant_id_var: ContextVar[str | None] = ContextVar("tenant_id", default=None)
@@ -47,11 +47,10 @@ def configure_logging(level: str, secrets: Iterable[str | None] = ()) -> None:
         if getattr(handler, "_treadle", False):
             root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(
-        JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s", timestamp=False)
-    )
+    formatter = scrubbing(JsonFormatter)("%(asctime)s %(levelname)s %(name)s %(message)s")
+    formatter.secrets = tuple(s for s in secrets if s)  # type: ignore[attr-defined]
+    handler.setFormatter(formatter)
     handler.addFilter(ContextFilter())
-    handler.addFilter(SecretFilter(s for s in secrets if s))
     handler._treadle = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level.upper())

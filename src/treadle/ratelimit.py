@@ -14,6 +14,7 @@ from typing import Final
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from redis.asyncio import Redis
 
 from treadle.errors import RateLimitedError
 from treadle.settings import Settings
@@ -52,11 +53,16 @@ class RateLimiter:
         self._strategy = SlidingWindowCounterRateLimiter(storage)
 
     @classmethod
-    def build(cls, settings: Settings) -> RateLimiter:
+    def build(cls, settings: Settings, redis: Redis | None) -> RateLimiter:
+        """Counters in Redis (sharing the process's pool) when there is one, else in memory."""
         storage: Storage
-        if settings.redis_url:
-            uri = "async+" + settings.redis_url
-            storage = RedisStorage(uri, implementation="redispy", key_prefix=KEY_PREFIX)
+        if settings.redis_url and redis is not None:
+            storage = RedisStorage(
+                "async+" + settings.redis_url,
+                implementation="redispy",
+                key_prefix=KEY_PREFIX,
+                connection_pool=redis.connection_pool,  # type: ignore[arg-type] # typed too narrowly upstream
+            )
         else:
             storage = MemoryStorage()
         return cls(Limits.from_settings(settings), storage)

@@ -93,19 +93,17 @@ def _nodes(definition: Mapping[str, JSON]) -> list[JSON]:
     return nodes if isinstance(nodes, list) else []
 
 
-class SecretFilter(logging.Filter):
-    """Scrubs registered secrets, URL credentials and bearer tokens from every log record."""
+def scrubbing(formatter_class: type[logging.Formatter]) -> type[logging.Formatter]:
+    """A subclass of ``formatter_class`` whose output (message and traceback) is scrubbed.
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        super().__init__()
-        self.secrets = [s for s in secrets if s]
+    Formatting, not filtering, is where this belongs: a filter that edited the record would
+    change it for every other handler too.
+    """
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = scrub_text(message, self.secrets)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
-        if record.exc_info and record.exc_info[1] is not None:
-            text = logging.Formatter().formatException(record.exc_info)
-            record.exc_info, record.exc_text = None, scrub_text(text, self.secrets)
-        return True
+    class Scrubbing(formatter_class):  # type: ignore[misc,valid-type]
+        secrets: tuple[str, ...] = ()
+
+        def format(self, record: logging.LogRecord) -> str:
+            return scrub_text(super().format(record), self.secrets)
+
+    return Scrubbing

@@ -101,7 +101,7 @@ async def open_resources(
             ),
             tokens=TokenCodec(settings.resolve_jwt_secret(), settings.jwt_ttl_seconds),
             timers=timers,
-            limiter=RateLimiter.build(settings),
+            limiter=RateLimiter.build(settings, redis),
         )
         broker.state.resources = resources
         yield resources

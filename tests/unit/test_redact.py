@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sys
 
-from treadle.redact import PLACEHOLDER, SecretFilter, redact, restore_definition, scrub_text
+from treadle.redact import PLACEHOLDER, redact, restore_definition, scrub_text, scrubbing
 
 
 def test_sensitive_keys_are_redacted_at_any_depth() -> None:
@@ -48,15 +49,15 @@ def test_restore_puts_back_secrets_by_node_id() -> None:
     assert restore_definition(changed, stored)["nodes"][0]["config"]["secret"] == "new"
 
 
-def test_log_filter_scrubs_messages_and_tracebacks() -> None:
+def test_log_formatter_scrubs_messages_and_tracebacks() -> None:
     record = logging.LogRecord("t", logging.ERROR, "f", 1, "key=%s", ("topsecret-value",), None)
     try:
         raise RuntimeError("failed with topsecret-value")
     except RuntimeError:
-        import sys
-
         record.exc_info = sys.exc_info()
-    SecretFilter(["topsecret-value"]).filter(record)
-    assert "topsecret-value" not in record.getMessage()
-    assert record.exc_text is not None
-    assert "topsecret-value" not in record.exc_text
+    formatter = scrubbing(logging.Formatter)()
+    formatter.secrets = ("topsecret-value",)  # type: ignore[attr-defined]
+    line = formatter.format(record)
+    assert "RuntimeError" in line
+    assert "topsecret-value" not in line
+    assert record.exc_info is not None  # the record itself is untouched for other handlers
