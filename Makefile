@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
+CHAOS_ARGS ?=
 
 .PHONY: install run test test-fast lint fmt typecheck migrate revision bench chaos clean
 
@@ -37,6 +39,17 @@ test: lint typecheck
 
 test-fast: $(STAMP)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+# Benchmark on the machine's PostgreSQL and Redis (see bench/__main__.py): the table to stdout,
+# JSON to $BENCH_JSON (default bench-results.json). BENCH_ARGS="--quick" for a smoke run.
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+# Chaos on the machine's PostgreSQL plus a private redis-server (see chaos/__init__.py): 200 runs
+# while workers, Redis, PostgreSQL backends and an API are killed; one table, non-zero on failure.
+# CHAOS_ARGS="--runs 20 --min-kills 5" for a short run.
+chaos: $(STAMP)
+	$(BIN)/python -m chaos $(CHAOS_ARGS)
 
 migrate: $(STAMP)
 	$(BIN)/treadle migrate

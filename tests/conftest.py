@@ -22,7 +22,6 @@ from tests.support.services import (
     REQUIRE,
     create_pg_database,
     drop_pg_database,
-    flush_redis,
     redis_reachable,
 )
 from treadle.migrate import upgrade
@@ -93,7 +92,8 @@ def redis_url() -> str:
     url = _need("Redis", REDIS_URL)
     if not redis_reachable(url):
         pytest.fail(f"Redis at {url} is not reachable")
-    flush_redis(url)
+    # Not flushed: queue names, channels and rate-limit keys are unique per test session, and
+    # another session may be using the same database right now.
     return url
 
 

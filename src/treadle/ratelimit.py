@@ -6,6 +6,7 @@ a limit gets ``RATE_LIMITED`` with ``Retry-After``; the request does nothing els
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -15,11 +16,13 @@ from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from treadle.errors import RateLimitedError
 from treadle.settings import Settings
 
 KEY_PREFIX: Final = "treadle:limits"
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +74,12 @@ class RateLimiter:
         """Count one hit; raise RateLimitedError when ``key`` is over ``item``."""
         if item is None:
             return
-        if await self._strategy.hit(item, name, key):
+        try:
+            if await self._strategy.hit(item, name, key):
+                return
+        except RedisError:
+            # Fail open: an unreachable Redis must not turn every request into a 500.
+            logger.warning("rate limit store unreachable; %s not counted", name)
             return
         stats = await self._strategy.get_window_stats(item, name, key)
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 import httpx
 from redis.asyncio import Redis
@@ -45,6 +46,11 @@ class Resources:
     tokens: TokenCodec
     timers: LocalTimers
     limiter: RateLimiter
+
+    @property
+    def dispatch_grace(self) -> timedelta:
+        """How long a queued step may wait before the reaper sends it again."""
+        return timedelta(seconds=self.settings.treadle_dispatch_grace_seconds)
 
     @property
     def is_postgres(self) -> bool:

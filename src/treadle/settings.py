@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     treadle_data_dir: Path = Path(".treadle")
     treadle_lease_seconds: float = Field(default=15.0, gt=0)
     treadle_reaper_interval_seconds: float = Field(default=1.0, gt=0)
+    # A queued step not picked up within this is sent again (a lost message costs at most this).
+    treadle_dispatch_grace_seconds: float = Field(default=10.0, gt=0)
     treadle_worker_concurrency: int = Field(default=32, gt=0)
     treadle_max_body_bytes: int = 1_048_576
     treadle_allowed_origins: str = ""

@@ -10,8 +10,6 @@ import asyncio
 import itertools
 import json
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -31,7 +29,8 @@ from tests.conftest import make_settings
 from tests.fakes import serve_app
 from tests.fakes.sink import Recorded, Sink
 from tests.support.client import RestApi, unique_email
-from tests.support.live import ROOT, LiveServer, WorkerProcess, settings_env
+from tests.support.live import LiveServer, WorkerProcess
+from treadle.queue import StepRef
 from treadle.resources import open_resources
 from treadle.services.execution import advance_step
 from treadle.settings import Settings
@@ -39,6 +38,9 @@ from treadle.settings import Settings
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 LEASE_SECONDS = 3.0
+# Longer than DISPATCH_GRACE (30 s): a lost queue message delays a step until the reaper
+# resends it, which is recovery, not failure.
+WAIT = 45.0
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 PASSWORD = "correct horse battery"
 
@@ -132,23 +134,6 @@ def event_rows(settings: Settings, run_id: str) -> list[dict[str, Any]]:
 # --- one isolated deployment per test ------------------------------------------------------
 
 
-class LoggedWorker(WorkerProcess):
-    """``WorkerProcess`` logging to a file that this process closes once the child holds it."""
-
-    def start(self) -> LoggedWorker:
-        assert self.log is not None
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "treadle.cli", "worker", "--grace", "10"],
-                env=settings_env(self.settings),
-                cwd=ROOT,
-                stdout=out,
-                stderr=out,
-                start_new_session=True,
-            )
-        return self
-
-
 @dataclass
 class Cluster:
     """An API server and any number of real worker processes on one private queue."""
@@ -156,12 +141,13 @@ class Cluster:
     settings: Settings
     api: RestApi
     token: str
+    tenant_id: uuid.UUID
     logs: Path
     workers: list[WorkerProcess] = field(default_factory=list)
 
     def worker(self) -> WorkerProcess:
         log = self.logs / f"worker-{len(self.workers)}.log"
-        process = LoggedWorker(self.settings, log=log).start()
+        process = WorkerProcess(self.settings, log=log).start()
         self.workers.append(process)
         return process
 
@@ -199,6 +185,10 @@ class Cluster:
     def execute(self, workflow_id: str, input_: dict[str, Any] | None = None) -> str:
         return str(self.api.execute(self.token, workflow_id, input_ or {})["id"])
 
+    def ref(self, run_id: str, step_id: str) -> StepRef:
+        """What a ``treadle.run_step`` message names: the step, its run and its tenant."""
+        return StepRef(uuid.UUID(step_id), uuid.UUID(run_id), self.tenant_id)
+
     def run(self, run_id: str) -> dict[str, Any]:
         return dict(self.api.get_run(self.token, run_id))
 
@@ -208,14 +198,14 @@ class Cluster:
     def events(self, run_id: str) -> list[dict[str, Any]]:
         return list(self.api.events(self.token, run_id, limit=1000))
 
-    def wait_run(self, run_id: str, timeout: float = 30) -> dict[str, Any]:
+    def wait_run(self, run_id: str, timeout: float = WAIT) -> dict[str, Any]:
         def finished() -> dict[str, Any] | None:
             run = self.run(run_id)
             return run if run["status"] in TERMINAL else None
 
         return self.wait_until(f"run {run_id} to finish", finished, timeout)
 
-    def wait_step(self, run_id: str, node: str, status: str, timeout: float = 30) -> None:
+    def wait_step(self, run_id: str, node: str, status: str, timeout: float = WAIT) -> None:
         self.wait_until(
             f"step {node} to be {status}",
             lambda: self.step(run_id, node)["status"] == status,
@@ -245,7 +235,8 @@ def cluster(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
     with LiveServer.api(settings) as server:
         api = RestApi(server.base_url)
         account = api.register("Workers", unique_email("workers"), PASSWORD, "Worker Tester")
-        deployment = Cluster(settings, api, account["token"], tmp_path)
+        tenant_id = uuid.UUID(account["tenant"]["id"])
+        deployment = Cluster(settings, api, account["token"], tenant_id, tmp_path)
         try:
             yield deployment
         finally:
@@ -314,7 +305,7 @@ def test_sigterm_finishes_the_step_in_flight_and_exits_0(
     assert (call["status"], call["attempt"]) == ("COMPLETED", 1)
 
     cluster.worker()  # picks up what the drained worker dispatched but no longer fetched
-    run = cluster.wait_run(run_id, timeout=30)
+    run = cluster.wait_run(run_id)
     assert run["status"] == "COMPLETED", (run, cluster.log_tail())
     assert run["output"] == {"after": {"status": 200}}
     events = cluster.events(run_id)
@@ -332,30 +323,41 @@ def _stream_drained(settings: Settings) -> bool:
     try:
         stream = client.xinfo_stream(settings.treadle_queue_name)
         groups = client.xinfo_groups(settings.treadle_queue_name)
+    except redis.ResponseError:  # no such stream (yet, or flushed by another test session)
+        return False
     finally:
         client.close()
     group = next(g for g in groups if g["name"].decode() == settings.treadle_queue_name)
     return bool(group["pending"] == 0 and group["last-delivered-id"] == stream["last-generated-id"])
 
 
-async def _redeliver(settings: Settings, step_ids: list[uuid.UUID]) -> None:
-    """Kick every step again through the broker, and advance each here, some concurrently."""
+async def _redeliver(settings: Settings, refs: list[StepRef]) -> None:
+    """Kick every step again through the broker, and advance each here, some concurrently.
+
+    In-process calls take both paths: with the message's ref, and looking the step up.
+    """
     async with open_resources(settings) as resources:
-        await resources.queue.enqueue(step_ids)
-        await resources.queue.enqueue(step_ids)
-        for step_id in step_ids:
-            await advance_step(resources, step_id)
-        await asyncio.gather(*(advance_step(resources, s) for s in step_ids for _ in range(3)))
+        await resources.queue.enqueue(refs)
+        await resources.queue.enqueue(refs)
+        for ref in refs:
+            await advance_step(resources, ref.step_id)
+            await advance_step(resources, ref.step_id, ref=ref)
+        await asyncio.gather(
+            *(advance_step(resources, r.step_id, ref=r) for r in refs for _ in range(3))
+        )
 
 
-def test_duplicate_deliveries_after_completion_change_nothing(cluster: Cluster) -> None:
+def test_duplicate_deliveries_after_completion_change_nothing(
+    cluster: Cluster, sink: tuple[Sink, str]
+) -> None:
+    recorder, url = sink
     nodes = [
         transform("a", {"n": "{{ input.n }}"}),
-        transform("b", {"n": "{{ steps.a.output.n + 1 }}"}),
+        http_node("call", f"{url}/dup"),
         {"id": "pause", "type": "DELAY", "config": {"seconds": 1}},
     ]
     cluster.worker()
-    run_id = cluster.execute(cluster.flow(nodes, chain("a", "b", "pause")), {"n": 1})
+    run_id = cluster.execute(cluster.flow(nodes, chain("a", "call", "pause")), {"n": 1})
     run = cluster.wait_run(run_id)
     assert run["status"] == "COMPLETED", (run, cluster.log_tail())
     cluster.wait_until("the queue to drain", lambda: _stream_drained(cluster.settings), 15)
@@ -363,8 +365,8 @@ def test_duplicate_deliveries_after_completion_change_nothing(cluster: Cluster) 
     rows_before = step_rows(cluster.settings, run_id)
     run_before = run_row(cluster.settings, run_id)
 
-    step_ids = [uuid.UUID(s["id"]) for s in run["steps"]]
-    asyncio.run(_redeliver(cluster.settings, step_ids))
+    refs = [cluster.ref(run_id, s["id"]) for s in run["steps"]]
+    asyncio.run(_redeliver(cluster.settings, refs))
     cluster.wait_until(
         "the worker to take the duplicates", lambda: _stream_drained(cluster.settings), 15
     )
@@ -372,27 +374,42 @@ def test_duplicate_deliveries_after_completion_change_nothing(cluster: Cluster) 
     assert event_rows(cluster.settings, run_id) == events_before
     assert step_rows(cluster.settings, run_id) == rows_before
     assert run_row(cluster.settings, run_id) == run_before
+    assert sink_keys(recorder, run_id) == [f"{run_id}:call:1"]
 
 
-async def _race(settings: Settings, step_id: uuid.UUID, contenders: int) -> None:
+async def _race(settings: Settings, ref: StepRef, contenders: int) -> None:
+    """``contenders`` deliveries of one step at once, half carrying the ref, half looking it up."""
     async with open_resources(settings) as resources:
-        await asyncio.gather(*(advance_step(resources, step_id) for _ in range(contenders)))
+        await asyncio.gather(
+            *(
+                advance_step(resources, ref.step_id, ref=ref if i % 2 else None)
+                for i in range(contenders)
+            )
+        )
 
 
-def test_concurrent_deliveries_of_a_ready_step_start_it_once(cluster: Cluster) -> None:
-    # No worker process: this test process is the only one advancing steps.
-    nodes = [transform("a", {"n": 1}), transform("b", {"n": "{{ steps.a.output.n + 1 }}"})]
-    run_id = cluster.execute(cluster.flow(nodes, chain("a", "b")))
-    ids = {s["nodeId"]: uuid.UUID(s["id"]) for s in cluster.run(run_id)["steps"]}
+def test_concurrent_deliveries_of_a_ready_step_start_it_once(
+    cluster: Cluster, sink: tuple[Sink, str]
+) -> None:
+    # No worker process: this test process is the only one advancing steps. "a" runs inside
+    # its claiming transaction (inline); "call" is claimed, run outside it, then recorded.
+    recorder, url = sink
+    nodes = [
+        transform("a", {"n": 1}),
+        http_node("call", f"{url}/race?n={{{{ steps.a.output.n }}}}"),
+    ]
+    run_id = cluster.execute(cluster.flow(nodes, chain("a", "call")))
+    refs = {s["nodeId"]: cluster.ref(run_id, s["id"]) for s in cluster.run(run_id)["steps"]}
 
-    asyncio.run(_race(cluster.settings, ids["a"], contenders=6))
+    asyncio.run(_race(cluster.settings, refs["a"], contenders=6))
     assert cluster.step(run_id, "a")["status"] == "COMPLETED"
-    asyncio.run(_race(cluster.settings, ids["b"], contenders=6))
+    asyncio.run(_race(cluster.settings, refs["call"], contenders=6))
 
     run = cluster.run(run_id)
-    assert run["status"] == "COMPLETED"
-    assert run["output"] == {"b": {"n": 2}}
+    assert run["status"] == "COMPLETED", run
+    assert run["output"]["call"]["status"] == 200
     assert [s["attempt"] for s in run["steps"]] == [1, 1]
+    assert sink_keys(recorder, run_id) == [f"{run_id}:call:1"]
     events = cluster.events(run_id)
     assert_gap_free(events)
     assert [(e["type"], e["nodeId"]) for e in events] == [
@@ -400,8 +417,8 @@ def test_concurrent_deliveries_of_a_ready_step_start_it_once(cluster: Cluster) -
         ("RUN_STARTED", None),
         ("STEP_STARTED", "a"),
         ("STEP_COMPLETED", "a"),
-        ("STEP_STARTED", "b"),
-        ("STEP_COMPLETED", "b"),
+        ("STEP_STARTED", "call"),
+        ("STEP_COMPLETED", "call"),
         ("RUN_COMPLETED", None),
     ]
 
@@ -527,7 +544,7 @@ def test_retries_wait_their_backoff(cluster: Cluster, sink: tuple[Sink, str]) ->
     nodes = [http_node("call", f"{url}{path}", retry={"maxAttempts": 3, "backoffSeconds": 0.5})]
     cluster.worker()
     run_id = cluster.execute(cluster.flow(nodes))
-    run = cluster.wait_run(run_id, timeout=30)
+    run = cluster.wait_run(run_id)
     assert run["status"] == "COMPLETED", (run, cluster.log_tail())
     assert run["steps"][0]["attempt"] == 3
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+from typing import IO
 
 import httpx
 import uvicorn
@@ -103,15 +104,18 @@ class WorkerProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
-        out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "treadle.cli", "worker", "--grace", "10"],
-            env=settings_env(self.settings),
-            cwd=ROOT,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-        )
+        with contextlib.ExitStack() as stack:
+            out: int | IO[bytes] = subprocess.DEVNULL
+            if self.log:
+                out = stack.enter_context(open(self.log, "ab"))  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "treadle.cli", "worker", "--grace", "10"],
+                env=settings_env(self.settings),
+                cwd=ROOT,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
         return self
 
     def signal(self, sig: int) -> None:

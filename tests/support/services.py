@@ -43,7 +43,3 @@ def redis_reachable(url: str) -> bool:
         return bool(client.ping())
     except redis.RedisError:
         return False
-
-
-def flush_redis(url: str) -> None:
-    redis.Redis.from_url(url).flushdb()

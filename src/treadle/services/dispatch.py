@@ -10,7 +10,6 @@ from treadle.engine.states import StepStatus
 from treadle.models import WorkflowStep
 from treadle.models.base import utcnow
 from treadle.queue import StepRef
-from treadle.services.progress import DISPATCH_GRACE
 from treadle.tenancy import SYSTEM, transaction
 
 if TYPE_CHECKING:
@@ -39,7 +38,7 @@ async def dispatch_due(resources: Resources) -> int:
             await session.execute(
                 update(WorkflowStep)
                 .where(WorkflowStep.id.in_(ids))
-                .values(due_at=now + DISPATCH_GRACE)
+                .values(due_at=now + resources.dispatch_grace)
             )
     if due:
         await resources.queue.enqueue(due)

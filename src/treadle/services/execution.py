@@ -161,7 +161,7 @@ def _reclaim(resources: Resources, txn: RunTxn, step: WorkflowStep, now: datetim
         _start_attempt(resources, txn, step, now)
         return True
     fail_step(txn, step, WORKER_LOST, now)
-    txn.dispatch = settle(txn.run, dag, txn.steps, txn.writer, now)
+    txn.dispatch = settle(txn.run, dag, txn.steps, txn.writer, now, resources.dispatch_grace)
     return False
 
 

@@ -7,7 +7,8 @@ Invariants:
   only when it is exactly the next ``seq``; older ones are skipped, a jump is a gap.
 - The database holds every event before it is published, so a gap, an overflowed buffer, a
   resync request or a quiet channel all end the same way: re-read the database after the last
-  ``seq`` sent.
+  ``seq`` sent. A quiet channel is checked by one follower per process per interval; when
+  that check finds events the channel never delivered, every follower of it re-reads.
 - ``STEP_OUTPUT_DELTA`` messages are live-only; one is forwarded only while its node is open
   (not after that node's completion, failure, retry or cancellation was sent).
 - The stream ends after the run's terminal event, or at once when the run already finished
@@ -56,6 +57,7 @@ class _Cursor:
     last: int
     closed: set[str] = field(default_factory=set)
     done: bool = False
+    polled: bool = False  # the last return to the database was this process's quiet-run check
 
     def advance(self, event: EventView) -> None:
         self.last = event.seq
@@ -84,19 +86,24 @@ async def follow_events(
     """
     if after_seq < 0:
         raise ValidationError("afterSeq must be >= 0", fields={"afterSeq": "must be >= 0"})
-    settings = resources.settings
+    settings, channel = resources.settings, run_channel(tenant_id, run_id)
     async with resources.bus.subscribe(
-        run_channel(tenant_id, run_id),
+        channel,
         buffer=settings.treadle_subscriber_buffer,
         tenant_limit=settings.treadle_max_subscriptions_per_tenant,
     ) as sub:
         cursor = _Cursor(after_seq)
         poll = settings.treadle_subscriber_poll_seconds
         while True:
+            found = False
             # aclosing: a follower closed mid-stream closes the inner generators at once too.
             async with contextlib.aclosing(_catch_up(resources, tenant_id, run_id, cursor)) as old:
                 async for event in old:
+                    found = True
                     yield event
+            if cursor.polled and found:
+                # This process's channel missed these: every follower here re-reads.
+                resources.bus.resync(channel)
             if cursor.finished():
                 return
             async with contextlib.aclosing(_live(sub, cursor, poll)) as live:
@@ -106,13 +113,24 @@ async def follow_events(
                 return
 
 
-async def _live(sub: Subscription, cursor: _Cursor, poll_seconds: float) -> AsyncGenerator[Item, None]:
-    """Forward live messages while they arrive in order; return to re-read the database."""
-    # Jitter keeps many followers of one quiet run from polling the database in step.
-    wait = poll_seconds * random.uniform(0.8, 1.2)  # noqa: S311 - not security related
+async def _live(
+    sub: Subscription, cursor: _Cursor, poll_seconds: float
+) -> AsyncGenerator[Item, None]:
+    """Forward live messages while they arrive in order; return to re-read the database.
+
+    A quiet channel is checked against the database once per ``poll_seconds`` by one of its
+    followers in this process (the others keep waiting; a check that finds more resyncs all).
+    """
+    cursor.polled = False
+    wait = poll_seconds * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
     while not cursor.finished():
         message = await sub.get(wait)
-        if message is None or sub.take_overflow():
+        if message is None:
+            if sub.watch.claim(poll_seconds):
+                cursor.polled = True
+                return
+            continue
+        if sub.take_overflow():
             return
         if message.get("type") == DELTA:
             if cursor.wants_delta(message):

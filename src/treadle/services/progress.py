@@ -19,9 +19,6 @@ from treadle.engine.states import TERMINAL_STEP, EventType, RunStatus, StepStatu
 from treadle.models import WorkflowRun, WorkflowStep
 from treadle.services.events import EventWriter
 
-# How long a dispatched step may wait in the queue before the reaper sends it again.
-DISPATCH_GRACE = timedelta(seconds=30)
-
 
 async def lock_run(session: AsyncSession, run_id: uuid.UUID, *, postgres: bool) -> WorkflowRun:
     """Load the run holding its row lock (SQLite's immediate transaction already serialises)."""
@@ -54,8 +51,13 @@ def settle(
     steps: Mapping[str, WorkflowStep],
     writer: EventWriter,
     now: datetime,
+    grace: timedelta,
 ) -> list[uuid.UUID]:
-    """Skip what can no longer run, finish the run when it is done; return steps to dispatch."""
+    """Skip what can no longer run, finish the run when it is done; return steps to dispatch.
+
+    A dispatched step is due again after ``grace``: if its message is lost, the reaper sends
+    another (a duplicate delivery is harmless).
+    """
     verdict = plan(dag, step_states(steps))
     for node_id in verdict.skipped:
         row = steps[node_id]
@@ -73,7 +75,7 @@ def settle(
         return []
     ready = [steps[n] for n in verdict.ready if steps[n].due_at is None]
     for row in ready:
-        row.due_at = now + DISPATCH_GRACE
+        row.due_at = now + grace
     return [row.id for row in ready]
 
 

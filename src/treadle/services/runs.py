@@ -86,7 +86,7 @@ async def execute_workflow(
     await ctx.session.flush()
     txn = RunTxn(ctx.session, run, steps, EventWriter(run, ctx.session))
     txn.writer.append(EventType.RUN_CREATED, None, {"workflowVersion": workflow.version})
-    txn.dispatch = settle(run, dag, steps, txn.writer, now)
+    txn.dispatch = settle(run, dag, steps, txn.writer, now, ctx.resources.dispatch_grace)
     await ctx.session.flush()
     _after_commit(ctx, txn)
     return Execution(run=_run_view(run, steps), created=True)

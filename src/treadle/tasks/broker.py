@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Final
 
-from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask, Context, InMemoryBroker, TaskiqDepends
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from taskiq import (
+    AckableMessage,
+    AsyncBroker,
+    AsyncTaskiqDecoratedTask,
+    Context,
+    InMemoryBroker,
+    TaskiqDepends,
+)
 from taskiq.events import TaskiqEvents
 from taskiq.state import TaskiqState
 from taskiq_redis import RedisStreamBroker
@@ -36,13 +47,33 @@ async def run_step(
     await advance_step(context.state.resources, uuid.UUID(step_id), ref=ref)
 
 
+class ResilientStreamBroker(RedisStreamBroker):
+    """The stream broker, surviving a Redis restart instead of crashing the worker child.
+
+    taskiq-redis's ``listen`` has no error handling: a dropped connection or a stream that
+    vanished (Redis restarted without persistence) kills the receiver, and with it the steps in
+    flight. Here the loop backs off, re-declares the consumer group and reads on.
+    """
+
+    async def listen(self) -> AsyncGenerator[AckableMessage, None]:
+        while True:
+            try:
+                async for message in super().listen():
+                    yield message
+            except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
+                logger.warning("stream read failed (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(1.0)
+                with contextlib.suppress(RedisError):
+                    await self._declare_consumer_group()
+
+
 def build_broker(settings: Settings, *, embedded: bool) -> AsyncBroker:
     """The Redis stream broker (acknowledged delivery) or, embedded, the in-process one."""
     broker: AsyncBroker
     if embedded or not settings.redis_url:
         broker = InMemoryBroker(max_async_tasks=settings.treadle_worker_concurrency)
     else:
-        broker = RedisStreamBroker(
+        broker = ResilientStreamBroker(
             settings.redis_url,
             queue_name=settings.treadle_queue_name,
             consumer_group_name=settings.treadle_queue_name,
@@ -52,6 +83,8 @@ def build_broker(settings: Settings, *, embedded: bool) -> AsyncBroker:
             xread_block=1000,
             unacknowledged_lock_timeout=5,
             maxlen=1_000_000,
+            # A group re-created after Redis lost it must read what was queued meanwhile.
+            consumer_id="0",
         )
     broker.register_task(run_step, task_name=RUN_STEP)
     return broker
