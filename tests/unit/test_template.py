@@ -324,3 +324,15 @@ def test_loops_and_filters_still_work_within_limits(engine: TemplateEngine) -> N
     assert engine.render("{{ input.rows | sum }}", CONTEXT) == sum(range(1000))
     looped = "{% for r in input.rows %}{{ loop.index if loop.last }}{% endfor %}"
     assert engine.render(looped, CONTEXT) == "1000"
+
+
+def test_constant_time_lookups_in_a_loop_stay_cheap(engine: TemplateEngine) -> None:
+    context: JSONObject = {
+        "input": {"ids": list(range(5000)), "names": {str(n): f"n{n}" for n in range(5000)}}
+    }
+    source = (
+        "{% set ns = namespace(hits=0) %}{% for i in input.ids %}"
+        "{% if i|string in input.names and input.names.get(i|string) %}"
+        "{% set ns.hits = ns.hits + 1 %}{% endif %}{% endfor %}{{ ns.hits }}"
+    )
+    assert engine.render(source, context) == "5000"

@@ -1,0 +1,366 @@
+"""W5: live fan-out. N concurrent ``runEvents`` subscribers on one run, over real websockets.
+
+``run(base_url, token, subscribers)`` measures against a running API (and its worker):
+
+1. opens N graphql-transport-ws sockets (``connection_init`` with the token);
+2. starts one run of a workflow that first waits (a ``DELAY`` until a time chosen so every
+   subscriber is attached by then) and then runs a chain of ``TRANSFORM`` steps;
+3. subscribes every socket to that run (history replay, then live);
+4. for each event committed after all subscribers were attached, takes receive time minus the
+   event's ``createdAt`` (set in the transaction that commits it, on this machine's clock):
+   commit → client delivery, p50/p99 over every (event, subscriber) pair;
+5. memory per connection: the API process's RSS (``/proc``) after attaching minus before
+   connecting, divided by N.
+
+Every subscriber must see seq 1..last exactly once and then ``complete``; the result says how
+many did not. ``python -m bench.w5_fanout`` starts its own ``treadle serve`` and ``treadle
+worker`` on a fresh PostgreSQL database and Redis, runs once, prints a table and returns the
+dict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
+
+PROTOCOL: Final = Subprotocol("graphql-transport-ws")
+QUERY: Final = (
+    "subscription($r: ID!) { runEvents(runId: $r) { seq type createdAt } }"  # afterSeq = 0
+)
+STEPS: Final = 20
+CONNECT_CONCURRENCY: Final = 64
+
+
+@dataclass(slots=True)
+class Subscriber:
+    conn: ClientConnection
+    seqs: list[int] = field(default_factory=list)
+    latencies: list[tuple[float, float]] = field(default_factory=list)  # (createdAt, received)
+    first: asyncio.Event = field(default_factory=asyncio.Event)
+    completed: bool = False
+    error: str | None = None
+
+
+# --- the API process's memory -----------------------------------------------------------------
+
+
+def rss_mb(pid: int | None) -> float | None:
+    if pid is None:
+        return None
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def listening_pid(port: int) -> int | None:
+    """The process with a socket listening on ``port`` (Linux /proc), if it can be seen."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                parts = line.split()
+                if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{parts[9]}]")
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                if str(fd.readlink()) in inodes:
+                    return int(proc.name)
+    return None
+
+
+# --- subscribers ------------------------------------------------------------------------------
+
+
+async def _send(conn: ClientConnection, message: dict[str, Any]) -> None:
+    await conn.send(json.dumps(message))
+
+
+async def _open(url: str, token: str) -> ClientConnection:
+    conn = await connect(
+        url,
+        subprotocols=[PROTOCOL],
+        proxy=None,
+        compression=None,
+        open_timeout=60,
+        ping_interval=None,
+        max_queue=None,
+    )
+    await _send(conn, {"type": "connection_init", "payload": {"token": token}})
+    while True:
+        message = json.loads(await conn.recv())
+        if message["type"] == "connection_ack":
+            return conn
+        if message["type"] == "ping":
+            await _send(conn, {"type": "pong"})
+
+
+async def _open_all(url: str, token: str, count: int) -> list[ClientConnection]:
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def one() -> ClientConnection:
+        async with gate:
+            return await _open(url, token)
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+async def _subscribe_all(subs: list[Subscriber], run_id: str) -> None:
+    """Subscribe every socket, at most ``CONNECT_CONCURRENCY`` awaiting their history at once."""
+    payload = {"query": QUERY, "variables": {"r": run_id}}
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def one(sub: Subscriber) -> None:
+        async with gate:
+            await _send(sub.conn, {"id": "1", "type": "subscribe", "payload": payload})
+            await sub.first.wait()
+
+    await asyncio.gather(*(one(s) for s in subs))
+
+
+def _timestamp(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+async def _listen(sub: Subscriber) -> None:
+    """Read one subscription (id "1") to its end, answering the server's pings."""
+    async for raw in sub.conn:
+        received = time.time()
+        message = json.loads(raw)
+        kind = message["type"]
+        if kind == "ping":
+            await _send(sub.conn, {"type": "pong"})
+        elif kind == "next":
+            event = message["payload"]["data"]["runEvents"]
+            if event["seq"] is not None:
+                sub.seqs.append(event["seq"])
+                sub.latencies.append((_timestamp(event["createdAt"]), received))
+            sub.first.set()
+        elif kind in ("complete", "error"):
+            sub.completed = kind == "complete"
+            sub.error = None if sub.completed else json.dumps(message.get("payload"))
+            sub.first.set()
+            return
+
+
+# --- the workload -----------------------------------------------------------------------------
+
+
+def workflow(steps: int) -> dict[str, Any]:
+    """Wait until ``input.until``, then ``steps`` chained transforms (2 events each)."""
+    nodes: list[dict[str, Any]] = [
+        {"id": "gate", "type": "DELAY", "config": {"until": "{{ input.until }}"}}
+    ]
+    nodes += [
+        {"id": f"s{i}", "type": "TRANSFORM", "config": {"output": {"i": i}}} for i in range(steps)
+    ]
+    edges = [{"from": a["id"], "to": b["id"]} for a, b in itertools.pairwise(nodes)]
+    return {"nodes": nodes, "edges": edges}
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def _start_run(http: httpx.AsyncClient, steps: int, hold_seconds: float) -> str:
+    body = {"name": f"bench W5 fan-out {uuid.uuid4().hex[:6]}", "definition": workflow(steps)}
+    created = (await http.post("/api/workflows", json=body)).raise_for_status().json()
+    until = (datetime.now(UTC) + timedelta(seconds=hold_seconds)).isoformat()
+    started = await http.post(
+        f"/api/workflows/{created['id']}/execute", json={"input": {"until": until}}
+    )
+    return str(started.raise_for_status().json()["id"])
+
+
+async def run(
+    base_url: str,
+    token: str,
+    subscribers: int = 1000,
+    *,
+    steps: int = STEPS,
+    api_pid: int | None = None,
+    hold_seconds: float | None = None,
+) -> dict[str, Any]:
+    """Measure W5 once against the API at ``base_url``; see the module docstring.
+
+    ``hold_seconds``: how long the run waits before its first step, so that every subscriber
+    is attached before events flow (default: 5 s + 25 ms per subscriber).
+    """
+    hold = hold_seconds if hold_seconds is not None else 5.0 + 0.025 * subscribers
+    pid = api_pid or listening_pid(httpx.URL(base_url).port or 80)
+    ws_url = base_url.replace("http", "ws", 1) + "/graphql"
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=60) as http:
+        rss_before = rss_mb(pid)
+        began = time.perf_counter()
+        conns = await _open_all(ws_url, token, subscribers)
+        connect_s = time.perf_counter() - began
+        subs = [Subscriber(conn) for conn in conns]
+        try:
+            run_id = await _start_run(http, steps, hold)
+            began = time.perf_counter()
+            readers = [asyncio.create_task(_listen(s)) for s in subs]
+            await asyncio.wait_for(_subscribe_all(subs, run_id), 120)
+            attached_at, attach_s = time.time(), time.perf_counter() - began
+            rss_attached = rss_mb(pid)
+            await asyncio.wait_for(asyncio.gather(*readers), 300)
+        finally:
+            await asyncio.gather(*(s.conn.close() for s in subs), return_exceptions=True)
+    result = _summary(subs, attached_at, connect_s, attach_s, rss_before, rss_attached)
+    result["hold_s"] = round(hold, 1)
+    return result
+
+
+def _summary(
+    subs: list[Subscriber],
+    attached_at: float,
+    connect_s: float,
+    attach_s: float,
+    rss_before: float | None,
+    rss_attached: float | None,
+) -> dict[str, Any]:
+    last = max((s.seqs[-1] for s in subs if s.seqs), default=0)
+    bad = sum(1 for s in subs if not s.completed or s.seqs != list(range(1, last + 1)))
+    live_ms = [
+        (received - created) * 1000
+        for s in subs
+        for created, received in s.latencies
+        if created >= attached_at
+    ]
+    per_conn = None
+    if rss_before is not None and rss_attached is not None and subs:
+        per_conn = (rss_attached - rss_before) / len(subs)
+    errors = sorted({s.error for s in subs if s.error})
+    return {
+        "subscribers": len(subs),
+        "events": last,
+        "live_deliveries": len(live_ms),
+        "incomplete_or_gapped": bad,
+        "connect_s": round(connect_s, 3),
+        "attach_s": round(attach_s, 3),
+        "p50_ms": round(percentile(live_ms, 50), 2),
+        "p99_ms": round(percentile(live_ms, 99), 2),
+        "max_ms": round(max(live_ms, default=float("nan")), 2),
+        "mean_ms": round(statistics.fmean(live_ms), 2) if live_ms else None,
+        "rss_before_mb": None if rss_before is None else round(rss_before, 1),
+        "rss_attached_mb": None if rss_attached is None else round(rss_attached, 1),
+        "mb_per_connection": None if per_conn is None else round(per_conn, 4),
+        "errors": errors[:3],
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    width = max(len(key) for key in result)
+    return "\n".join(f"{key:<{width}}  {value}" for key, value in result.items())
+
+
+# --- standalone: python -m bench.w5_fanout ----------------------------------------------------
+
+
+async def _standalone(args: argparse.Namespace) -> dict[str, Any]:
+    from bench.procs import (
+        Process,
+        clean_env,
+        create_database,
+        drop_database,
+        free_port,
+        treadle,
+        wait_healthy,
+    )
+
+    logs = Path(tempfile.mkdtemp(prefix="w5-"))
+    tag = uuid.uuid4().hex[:8]
+    database_url = await create_database(args.pg_url, f"bench_w5_{tag}")
+    port = free_port()
+    env = clean_env(
+        {
+            "DATABASE_URL": database_url,
+            "REDIS_URL": args.redis_url,
+            "TREADLE_QUEUE_NAME": f"treadle:w5:{tag}",
+            "JWT_SECRET": "w5-bench-secret-" + "x" * 40,
+            "TREADLE_ENV": "production",
+            "LOG_LEVEL": "warning",
+            "PORT": str(port),
+            "TREADLE_DATA_DIR": str(logs / "data"),
+            "TREADLE_MAX_SUBSCRIPTIONS_PER_TENANT": str(args.subscribers * 2),
+            "TREADLE_RATE_API_PER_TENANT": "10000000/minute",
+            "TREADLE_RATE_EXECUTE_PER_TENANT": "10000000/minute",
+            "TREADLE_ARGON2_MEMORY_KIB": "8192",
+            "TREADLE_ARGON2_TIME_COST": "1",
+        }
+    )
+    try:
+        migrate = await asyncio.create_subprocess_exec(*treadle("migrate"), env=env)
+        if await migrate.wait() != 0:
+            raise RuntimeError("treadle migrate failed")
+        base_url = f"http://127.0.0.1:{port}"
+        with (
+            Process("treadle serve", treadle("serve"), env, logs / "api.log") as api,
+            Process("treadle worker", treadle("worker"), env, logs / "worker.log"),
+        ):
+            await wait_healthy(base_url, api)
+            token = await _register(base_url)
+            return await run(
+                base_url, token, args.subscribers, api_pid=api.pid, hold_seconds=args.hold
+            )
+    finally:
+        await drop_database(args.pg_url, database_url)
+
+
+async def _register(base_url: str) -> str:
+    body = {
+        "tenantName": "W5",
+        "email": f"w5-{uuid.uuid4().hex[:8]}@bench.test",
+        "password": "bench password",
+        "name": "W5",
+    }
+    async with httpx.AsyncClient(base_url=base_url, timeout=60) as http:
+        response = await http.post("/api/auth/register", json=body)
+        return str(response.raise_for_status().json()["token"])
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run W5 once on its own API + worker; print the table; return the figures."""
+    import os
+
+    parser = argparse.ArgumentParser(prog="python -m bench.w5_fanout")
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--hold", type=float, default=None, help="seconds before the first step")
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get("BENCH_PG_URL") or "postgresql+asyncpg://root@127.0.0.1:5432/test",
+    )
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("BENCH_REDIS_URL") or "redis://127.0.0.1:6379/14"
+    )
+    result = asyncio.run(_standalone(parser.parse_args(argv)))
+    print(table(result))  # noqa: T201
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
