@@ -24,12 +24,12 @@ run: $(STAMP)
 	$(BIN)/treadle dev
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests migrations
-	$(BIN)/ruff format --check src tests migrations
+	$(BIN)/ruff check src tests migrations bench chaos
+	$(BIN)/ruff format --check src tests migrations bench chaos
 
 fmt: $(STAMP)
-	$(BIN)/ruff format src tests migrations
-	$(BIN)/ruff check --fix src tests migrations
+	$(BIN)/ruff format src tests migrations bench chaos
+	$(BIN)/ruff check --fix src tests migrations bench chaos
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,6 +39,10 @@ if TYPE_CHECKING:
     from treadle.resources import Resources
 
 logger = logging.getLogger(__name__)
+
+# How much pure work one claiming transaction may do before handing the rest to the queue.
+INLINE_STEPS = 200
+INLINE_SECONDS = 0.05
 
 WORKER_LOST: JSONObject = {
     "code": "WORKER_LOST",
@@ -101,21 +106,56 @@ async def _claim(resources: Resources, ref: StepRef) -> Claim | None:
         if step is None or not _take(resources, txn, step, now):
             return None
         step.due_at = step.lease_until
-        claim = Claim(
-            step_id=step.id,
-            run_id=txn.run.id,
-            tenant_id=txn.run.tenant_id,
-            node_id=step.node_id,
-            attempt=step.attempt,
-            resumed_until=step.wake_at if step.status == StepStatus.RUNNING else None,
-            definition=txn.run.definition,
-            context=template_context(txn.run, txn.steps),
-        )
-        if not getattr(resources.registry[step.type], "inline", False):
-            return claim
+        if not _inline(resources, step):
+            return _claim_of(txn, step)
+        await _run_inline(resources, txn, step)
+        return None
+
+
+def _claim_of(txn: RunTxn, step: WorkflowStep) -> Claim:
+    return Claim(
+        step_id=step.id,
+        run_id=txn.run.id,
+        tenant_id=txn.run.tenant_id,
+        node_id=step.node_id,
+        attempt=step.attempt,
+        resumed_until=step.wake_at if step.status == StepStatus.RUNNING else None,
+        definition=txn.run.definition,
+        context=template_context(txn.run, txn.steps),
+    )
+
+
+def _inline(resources: Resources, step: WorkflowStep) -> bool:
+    return bool(getattr(resources.registry[step.type], "inline", False))
+
+
+async def _run_inline(resources: Resources, txn: RunTxn, first: WorkflowStep) -> None:
+    """Run ``first`` and then, within a budget, the pure steps it makes ready, in this txn.
+
+    A chain or fan-out of TRANSFORM/CONDITION steps then costs one transaction and no queue
+    hops; every step still gets its own state change and events. Whatever is ready but not
+    pure, or beyond the budget, goes to the queue as usual.
+    """
+    step, done, queued = first, 0, list[WorkflowStep]()
+    deadline = time.monotonic() + INLINE_SECONDS
+    while True:
+        claim = _claim_of(txn, step)
         outcome = await _run(resources, claim, _context(resources, claim))
         apply_outcome(resources, txn, step, outcome, utcnow())
-        return None
+        done += 1
+        if done >= INLINE_STEPS or time.monotonic() > deadline:
+            return  # what is still in txn.dispatch goes to the queue
+        if RunStatus(txn.run.status) in TERMINAL_RUN:
+            return
+        if not queued:
+            by_id = {row.id: row for row in txn.steps.values()}
+            queued = [by_id[i] for i in txn.dispatch if _inline(resources, by_id[i])]
+        queued = [row for row in queued if row.status == StepStatus.PENDING]
+        if not queued:
+            return
+        step = queued.pop()
+        txn.dispatch.remove(step.id)
+        _start_attempt(resources, txn, step, utcnow())
 
 
 def _take(resources: Resources, txn: RunTxn, step: WorkflowStep, now: datetime) -> bool:
@@ -161,7 +201,7 @@ def _reclaim(resources: Resources, txn: RunTxn, step: WorkflowStep, now: datetim
         _start_attempt(resources, txn, step, now)
         return True
     fail_step(txn, step, WORKER_LOST, now)
-    txn.dispatch = settle(txn.run, dag, txn.steps, txn.writer, now, resources.dispatch_grace)
+    txn.dispatch.extend(settle(txn.run, dag, txn.steps, txn.writer, now, resources.dispatch_grace))
     return False
 
 

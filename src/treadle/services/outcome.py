@@ -41,7 +41,7 @@ def apply_outcome(
         )
     else:
         _on_failure(txn, step, outcome, dag.nodes[step.node_id].retry, now)
-    txn.dispatch = settle(txn.run, dag, txn.steps, txn.writer, now, resources.dispatch_grace)
+    txn.dispatch.extend(settle(txn.run, dag, txn.steps, txn.writer, now, resources.dispatch_grace))
 
 
 def _on_failure(
