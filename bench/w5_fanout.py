@@ -281,26 +281,17 @@ def table(result: dict[str, Any]) -> str:
 # --- standalone: python -m bench.w5_fanout ----------------------------------------------------
 
 
-async def _standalone(args: argparse.Namespace) -> dict[str, Any]:
-    from bench.procs import (
-        Process,
-        clean_env,
-        create_database,
-        drop_database,
-        free_port,
-        treadle,
-        wait_healthy,
-    )
+def _settings_env(
+    args: argparse.Namespace, database_url: str, port: int, logs: Path
+) -> dict[str, str]:
+    """Production-like settings for the API and worker processes (high rate limits)."""
+    from bench.procs import clean_env
 
-    logs = Path(tempfile.mkdtemp(prefix="w5-"))
-    tag = uuid.uuid4().hex[:8]
-    database_url = await create_database(args.pg_url, f"bench_w5_{tag}")
-    port = free_port()
-    env = clean_env(
+    return clean_env(
         {
             "DATABASE_URL": database_url,
             "REDIS_URL": args.redis_url,
-            "TREADLE_QUEUE_NAME": f"treadle:w5:{tag}",
+            "TREADLE_QUEUE_NAME": f"treadle:w5:{uuid.uuid4().hex[:8]}",
             "JWT_SECRET": "w5-bench-secret-" + "x" * 40,
             "TREADLE_ENV": "production",
             "LOG_LEVEL": "warning",
@@ -313,6 +304,22 @@ async def _standalone(args: argparse.Namespace) -> dict[str, Any]:
             "TREADLE_ARGON2_TIME_COST": "1",
         }
     )
+
+
+async def _standalone(args: argparse.Namespace) -> dict[str, Any]:
+    from bench.procs import (
+        Process,
+        create_database,
+        drop_database,
+        free_port,
+        treadle,
+        wait_healthy,
+    )
+
+    logs = Path(tempfile.mkdtemp(prefix="w5-"))
+    database_url = await create_database(args.pg_url, f"bench_w5_{uuid.uuid4().hex[:8]}")
+    port = free_port()
+    env = _settings_env(args, database_url, port, logs)
     try:
         migrate = await asyncio.create_subprocess_exec(*treadle("migrate"), env=env)
         if await migrate.wait() != 0:

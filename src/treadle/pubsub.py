@@ -9,7 +9,8 @@ Invariants:
   published after it returns reaches the subscription.
 - A process holds at most ``tenant_limit`` subscriptions per tenant (when one is given).
 - Redis: one pub/sub connection per process, fanned out in memory. Messages sent while that
-  connection was down are gone, so after a reconnect every subscription is told to resync.
+  connection was down are gone, so after a reconnect (a read error, or Redis confirming a
+  channel a second time) the subscriptions are told to resync.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -56,14 +58,31 @@ class BusStats:
     overflows: int  # times a subscription's buffer filled up and messages were dropped
 
 
+class ChannelWatch:
+    """Shared by the subscriptions of one channel in this process: when one last checked the
+    database, so a quiet channel costs one check per interval, not one per subscriber."""
+
+    def __init__(self) -> None:
+        self.checked_at = time.monotonic()
+
+    def claim(self, interval: float) -> bool:
+        """True (and the check is this caller's) when nobody checked in the last ``interval``."""
+        now = time.monotonic()
+        if now - self.checked_at < interval:
+            return False
+        self.checked_at = now
+        return True
+
+
 class Subscription:
     """Messages for one channel, buffered up to ``maxsize``; never blocks the publisher."""
 
-    def __init__(self, channel: str, maxsize: int) -> None:
+    def __init__(self, channel: str, maxsize: int, watch: ChannelWatch) -> None:
         self.channel = channel
         self.tenant = channel_tenant(channel)
         self.queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=maxsize)
         self.overflowed = False
+        self.watch = watch
 
     def offer(self, message: Message) -> bool:
         """Buffer ``message``; True when this call overflowed the buffer (message dropped)."""
@@ -83,6 +102,8 @@ class Subscription:
 
     async def get(self, wait_seconds: float) -> Message | None:
         """The next message, or None after ``wait_seconds`` of silence."""
+        if not self.queue.empty():
+            return self.queue.get_nowait()  # no timer needed (the common case under load)
         try:
             async with asyncio.timeout(wait_seconds):
                 return await self.queue.get()
@@ -112,91 +133,100 @@ class EventBus(Protocol):
 
     def stats(self) -> BusStats: ...
 
+    def subscribers(self, channel: str) -> int: ...
+
+    def resync(self, channel: str) -> None: ...
+
     async def ping(self) -> None: ...
 
 
-class _Fanout:
-    """In-memory channel -> subscriptions map shared by both buses."""
+class _FanoutBus:
+    """The in-memory part both buses share: channel -> this process's subscriptions."""
 
     def __init__(self, buffer_size: int) -> None:
-        self.buffer_size = buffer_size
-        self.channels: dict[str, set[Subscription]] = {}
-        self.per_tenant: Counter[str] = Counter()
-        self.overflows = 0
+        self._buffer_size = buffer_size
+        self._channels: dict[str, set[Subscription]] = {}
+        self._watches: dict[str, ChannelWatch] = {}
+        self._per_tenant: Counter[str] = Counter()
+        self._overflows = 0
 
-    def deliver(self, channel: str, message: Message) -> None:
-        for subscription in tuple(self.channels.get(channel, ())):
-            if subscription.offer(message):
-                self.overflows += 1
+    def stats(self) -> BusStats:
+        count = sum(len(subscribers) for subscribers in self._channels.values())
+        return BusStats(len(self._channels), count, self._overflows)
 
-    def add(
-        self, channel: str, buffer: int | None, tenant_limit: int | None
-    ) -> tuple[Subscription, bool]:
-        subscription = Subscription(channel, buffer or self.buffer_size)
-        if tenant_limit is not None and self.per_tenant[subscription.tenant] >= tenant_limit:
-            raise RateLimitedError("too many live subscriptions for this tenant", retry_after=5)
-        subscribers = self.channels.setdefault(channel, set())
-        first = not subscribers
-        subscribers.add(subscription)
-        self.per_tenant[subscription.tenant] += 1
-        return subscription, first
+    def subscribers(self, channel: str) -> int:
+        return len(self._channels.get(channel, ()))
 
-    def remove(self, subscription: Subscription) -> bool:
-        """Forget ``subscription``; True when its channel has no subscriber left."""
-        subscribers = self.channels.get(subscription.channel)
-        if subscribers is None or subscription not in subscribers:
-            return False
-        subscribers.discard(subscription)
-        self.per_tenant[subscription.tenant] -= 1
-        if self.per_tenant[subscription.tenant] <= 0:
-            del self.per_tenant[subscription.tenant]
-        if subscribers:
-            return False
-        del self.channels[subscription.channel]
-        return True
-
-    def resync_all(self) -> None:
-        for subscribers in self.channels.values():
+    def resync(self, channel: str | None = None) -> None:
+        """Tell the subscribers of ``channel`` (of every channel by default) to re-read."""
+        groups = [self._channels.get(channel, set())] if channel else self._channels.values()
+        for subscribers in groups:
             for subscription in subscribers:
                 subscription.resync()
 
-    def stats(self) -> BusStats:
-        count = sum(len(subscribers) for subscribers in self.channels.values())
-        return BusStats(channels=len(self.channels), subscriptions=count, overflows=self.overflows)
+    def _deliver(self, channel: str, message: Message) -> None:
+        for subscription in tuple(self._channels.get(channel, ())):
+            if subscription.offer(message):
+                self._overflows += 1
+
+    def _add(
+        self, channel: str, buffer: int | None, tenant_limit: int | None
+    ) -> tuple[Subscription, bool]:
+        tenant = channel_tenant(channel)
+        if tenant_limit is not None and self._per_tenant[tenant] >= tenant_limit:
+            raise RateLimitedError("too many live subscriptions for this tenant", retry_after=5)
+        watch = self._watches.setdefault(channel, ChannelWatch())
+        subscription = Subscription(channel, buffer or self._buffer_size, watch)
+        subscribers = self._channels.setdefault(channel, set())
+        first = not subscribers
+        subscribers.add(subscription)
+        self._per_tenant[tenant] += 1
+        return subscription, first
+
+    def _remove(self, subscription: Subscription) -> bool:
+        """Forget ``subscription``; True when its channel has no subscriber left."""
+        subscribers = self._channels.get(subscription.channel)
+        if subscribers is None or subscription not in subscribers:
+            return False
+        subscribers.discard(subscription)
+        self._per_tenant[subscription.tenant] -= 1
+        if self._per_tenant[subscription.tenant] <= 0:
+            del self._per_tenant[subscription.tenant]
+        if subscribers:
+            return False
+        del self._channels[subscription.channel], self._watches[subscription.channel]
+        return True
 
 
-class MemoryEventBus:
+class MemoryEventBus(_FanoutBus):
     """Embedded mode: publisher and subscribers share the process (and its event loop)."""
 
     def __init__(self, buffer_size: int = DEFAULT_BUFFER) -> None:
-        self._fanout = _Fanout(buffer_size)
+        super().__init__(buffer_size)
 
     async def publish(self, channel: str, message: Message) -> None:
-        self._fanout.deliver(channel, message)
+        self._deliver(channel, message)
 
     @contextlib.asynccontextmanager
     async def subscribe(
         self, channel: str, *, buffer: int | None = None, tenant_limit: int | None = None
     ) -> AsyncIterator[Subscription]:
-        subscription, _ = self._fanout.add(channel, buffer, tenant_limit)
+        subscription, _ = self._add(channel, buffer, tenant_limit)
         try:
             yield subscription
         finally:
-            self._fanout.remove(subscription)
-
-    def stats(self) -> BusStats:
-        return self._fanout.stats()
+            self._remove(subscription)
 
     async def ping(self) -> None:
         return None
 
 
-class RedisEventBus:
+class RedisEventBus(_FanoutBus):
     """One Redis pub/sub connection per process, fanned out in memory to subscriptions."""
 
     def __init__(self, redis: Redis, buffer_size: int = DEFAULT_BUFFER) -> None:
+        super().__init__(buffer_size)
         self._redis = redis
-        self._fanout = _Fanout(buffer_size)
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -209,7 +239,7 @@ class RedisEventBus:
     async def subscribe(
         self, channel: str, *, buffer: int | None = None, tenant_limit: int | None = None
     ) -> AsyncIterator[Subscription]:
-        subscription, first = self._fanout.add(channel, buffer, tenant_limit)
+        subscription, first = self._add(channel, buffer, tenant_limit)
         try:
             if first:
                 self._live[channel] = asyncio.Event()
@@ -217,13 +247,10 @@ class RedisEventBus:
             await self._confirmed(channel)
             yield subscription
         finally:
-            if self._fanout.remove(subscription):
+            if self._remove(subscription):
                 self._live.pop(channel, None)
                 with contextlib.suppress(Exception):
                     await self._command("unsubscribe", channel)
-
-    def stats(self) -> BusStats:
-        return self._fanout.stats()
 
     async def _command(self, command: str, channel: str) -> None:
         async with self._lock:
@@ -266,7 +293,7 @@ class RedisEventBus:
             if failed:
                 # Back after an outage: whatever was published meanwhile never arrives.
                 failed = False
-                self._fanout.resync_all()
+                self.resync()
             if raw is not None:
                 self._dispatch(raw)
 
@@ -276,7 +303,11 @@ class RedisEventBus:
         kind = raw.get("type")
         if kind == "subscribe":
             live = self._live.get(channel)
-            if live is not None:
+            if live is not None and live.is_set():
+                # redis-py re-subscribed after a reconnect (perhaps inside one get_message
+                # call, without an error reaching us): messages may have been lost meanwhile.
+                self.resync(channel)
+            elif live is not None:
                 live.set()
             return
         if kind != "message":
@@ -286,7 +317,7 @@ class RedisEventBus:
         except (ValueError, TypeError):
             logger.warning("dropped a malformed message on %s", channel)
             return
-        self._fanout.deliver(channel, message)
+        self._deliver(channel, message)
 
     async def ping(self) -> None:
         await self._redis.ping()
@@ -298,4 +329,4 @@ class RedisEventBus:
                 await self._reader
         if self._pubsub is not None:
             with contextlib.suppress(Exception):
-                await self._pubsub.aclose()
+                await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py: untyped

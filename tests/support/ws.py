@@ -1,7 +1,8 @@
 """A small graphql-transport-ws client on the ``websockets`` package (tests and benchmarks).
 
 It answers the server's ``ping`` with ``pong``, keeps messages of several subscriptions on one
-socket apart, and turns a close into ``WsClosedError`` carrying the close code.
+socket apart, and turns a close into ``WsClosedError`` carrying the close code. ``Stalled`` is a
+subscriber that stops reading (a slow consumer, for back-pressure tests).
 """
 
 from __future__ import annotations

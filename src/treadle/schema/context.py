@@ -82,7 +82,7 @@ class TreadleGraphQL(GraphQL[GraphQLContext, None]):
 
     graphql_transport_ws_handler_class = _TransportWSHandler
 
-    def __init__(self, schema: BaseSchema, *, ws_ping_seconds: float = 15.0, **kwargs: Any):
+    def __init__(self, schema: BaseSchema, *, ws_ping_seconds: float = 15.0, **kwargs: Any) -> None:
         super().__init__(schema, **kwargs)
         self.ws_ping_seconds = ws_ping_seconds
 

@@ -1,0 +1,88 @@
+"""``GET /api/runs/{id}/stream``: the ``runEvents`` subscription as Server-Sent Events.
+
+Each stored event is one SSE event named after its type, with ``id`` = its ``seq`` and
+``data`` = the REST event JSON; a browser's automatic reconnect sends ``Last-Event-ID`` and
+resumes after it. ``STEP_OUTPUT_DELTA`` events carry no ``id`` (they are never stored, so
+they never move the resume point). The stream ends after the run's terminal event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncGenerator
+
+from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import Response
+
+from treadle.errors import TreadleError, UnauthenticatedError, ValidationError
+from treadle.resources import Resources
+from treadle.security import bearer_token
+from treadle.services import runs
+from treadle.services.context import open_service_context
+from treadle.services.follow import Item, follow_events
+from treadle.services.views import EventView
+
+
+def _seq_param(raw: str | None, name: str) -> int:
+    if raw is None or raw.strip() == "":
+        return 0
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValidationError(
+            f"{name} must be an integer", fields={name: "not an integer"}
+        ) from exc
+    if value < 0:
+        raise ValidationError(f"{name} must be >= 0", fields={name: "must be >= 0"})
+    return value
+
+
+def _encode(item: Item) -> ServerSentEvent:
+    if isinstance(item, EventView):
+        return ServerSentEvent(data=_json(item.to_json()), event=item.type, id=str(item.seq))
+    delta = {
+        "type": item.get("type"),
+        "runId": item.get("runId"),
+        "nodeId": item.get("nodeId"),
+        "data": item.get("data"),
+    }
+    return ServerSentEvent(data=_json(delta), event=str(item.get("type")))
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+async def _events(follow: AsyncGenerator[Item, None]) -> AsyncGenerator[ServerSentEvent, None]:
+    async with contextlib.aclosing(follow) as items:
+        try:
+            async for item in items:
+                yield _encode(item)
+        except TreadleError as exc:
+            # Headers are gone by now: the error becomes the stream's last event.
+            body = {"error": {"code": exc.code, "message": exc.message}}
+            yield ServerSentEvent(data=_json(body), event="error")
+
+
+async def stream_run_events(request: Request) -> Response:
+    """Stored events after ``afterSeq`` (or ``Last-Event-ID``), then live ones, as SSE."""
+    resources: Resources = request.state.resources
+    # EventSource in browsers cannot set headers, hence ?token= as well.
+    token = bearer_token(request.headers.get("authorization")) or request.query_params.get("token")
+    if not token:
+        raise UnauthenticatedError("authentication required")
+    actor = resources.tokens.verify(token)
+    after = max(
+        _seq_param(request.query_params.get("afterSeq"), "afterSeq"),
+        _seq_param(request.headers.get("last-event-id"), "Last-Event-ID"),
+    )
+    async with open_service_context(resources, actor) as ctx:
+        run = await runs.require_run(ctx, request.path_params["id"])  # another tenant's: 404
+    follow = follow_events(resources, run.tenant_id, run.id, after)
+    return EventSourceResponse(
+        _events(follow),
+        ping=resources.settings.treadle_ws_ping_seconds,
+        headers={"Cache-Control": "no-store"},
+    )
