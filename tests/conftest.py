@@ -87,6 +87,17 @@ def pg_url() -> Iterator[str]:
     asyncio.run(drop_pg_database(base, url))
 
 
+@pytest.fixture(scope="module")
+def private_pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A database of this test module's own: no other module's reaper can touch its steps."""
+    base = _need("PostgreSQL", PG_URL)
+    name = f"treadle_{request.module.__name__.rsplit('.', 1)[-1]}_{os.getpid()}"
+    url = asyncio.run(create_pg_database(base, name[:63]))
+    upgrade(url)
+    yield url
+    asyncio.run(drop_pg_database(base, url))
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     url = _need("Redis", REDIS_URL)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from taskiq import AsyncBroker
 
@@ -68,7 +68,12 @@ async def open_resources(
         redis: Redis | None = None
         bus: EventBus
         if settings.redis_url:
-            redis = Redis.from_url(settings.redis_url)
+            # A blocking pool waits for a free connection instead of failing at the cap.
+            pool = BlockingConnectionPool.from_url(
+                settings.redis_url, max_connections=settings.treadle_redis_max_connections
+            )
+            stack.push_async_callback(pool.disconnect)
+            redis = Redis(connection_pool=pool)
             stack.push_async_callback(redis.aclose)
             redis_bus = RedisEventBus(redis)
             stack.push_async_callback(redis_bus.aclose)

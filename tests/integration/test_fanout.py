@@ -268,9 +268,14 @@ class Fanout:
 
 
 @pytest.fixture(scope="module")
-def fanout_settings(pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def fanout_settings(
+    private_pg_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Any:
     return make_settings(
-        pg_url, tmp_path_factory.mktemp("fanout"), redis_url=redis_url, treadle_subscriber_buffer=16
+        private_pg_url,
+        tmp_path_factory.mktemp("fanout"),
+        redis_url=redis_url,
+        treadle_subscriber_buffer=16,
     )
 
 

@@ -222,9 +222,9 @@ def sink() -> Iterator[tuple[Sink, str]]:
 
 
 @pytest.fixture
-def cluster(pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
+def cluster(private_pg_url: str, redis_url: str, tmp_path: Path) -> Iterator[Cluster]:
     settings = make_settings(
-        pg_url,
+        private_pg_url,
         tmp_path,
         redis_url=redis_url,
         treadle_lease_seconds=LEASE_SECONDS,

@@ -9,6 +9,7 @@ from strawberry.extensions import (
     MaxTokensLimiter,
     QueryDepthLimiter,
     SchemaExtension,
+    ValidationCache,
 )
 from strawberry.types import ExecutionContext
 
@@ -36,6 +37,9 @@ def build_schema(*, production: bool = False) -> strawberry.Schema:
         lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
         lambda: DomainErrors(hide_suggestions=production),
+        # Clients send the same few documents over and over (a subscription per run view).
+        # (No ParserCache: it would bypass MaxTokensLimiter's bounded parse.)
+        lambda: ValidationCache(maxsize=256),
     ]
     if production:
         from strawberry.extensions import DisableIntrospection
