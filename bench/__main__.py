@@ -52,8 +52,6 @@ from bench.procs import (
     ROOT,
     Process,
     clean_env,
-    create_database,
-    drop_database,
     flush_redis,
     free_port,
     treadle,
@@ -61,6 +59,7 @@ from bench.procs import (
 )
 from bench.report import CaseResult, FloorResult, add
 from bench.workloads import Sizes, Workloads
+from treadle.dbadmin import create_database, drop_database
 
 CASES: Final = {"pg1": 1, "pg2": 2, "embedded": 1}
 TITLES: Final = {"pg1": "PG+Redis 1w", "pg2": "PG+Redis 2w", "embedded": "embedded"}

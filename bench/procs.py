@@ -19,36 +19,15 @@ import httpx
 import redis
 from sqlalchemy.engine import make_url
 
+from treadle.dbadmin import pg_dsn
+
 ROOT = Path(__file__).resolve().parents[1]
 MB = 1024 * 1024
 
 
 # --- PostgreSQL and Redis ----------------------------------------------------------------------
 
-
-def pg_dsn(url: str) -> str:
-    """An asyncpg DSN for a SQLAlchemy URL (``postgresql+asyncpg://…``)."""
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-async def create_database(base_url: str, name: str) -> str:
-    """Create an empty database ``name`` beside ``base_url``'s; return its SQLAlchemy URL."""
-    conn = await asyncpg.connect(pg_dsn(base_url))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return make_url(base_url).set(database=name).render_as_string(hide_password=False)
-
-
-async def drop_database(base_url: str, url: str) -> None:
-    name = make_url(url).database
-    conn = await asyncpg.connect(pg_dsn(base_url))
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+# Database helpers live in treadle.dbadmin (shared with the tests and chaos runs).
 
 
 def flush_redis(url: str) -> None:

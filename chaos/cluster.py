@@ -23,13 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import asyncpg  # type: ignore[import-untyped]
 import httpx
 import redis
-from sqlalchemy.engine import make_url
 
 from tests.fakes import serve_app
 from tests.fakes.sink import Sink
+from treadle.dbadmin import admin_execute, create_database, drop_database
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -58,10 +57,6 @@ def free_port() -> int:
 # --- PostgreSQL --------------------------------------------------------------------------------
 
 
-def pg_dsn(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 @dataclass
 class Database:
     """A database created beside ``base_url``'s for this run only."""
@@ -73,43 +68,25 @@ class Database:
     def create(self) -> str:
         from treadle.migrate import upgrade
 
-        async def create() -> None:
-            conn = await asyncpg.connect(pg_dsn(self.base_url))
-            try:
-                await conn.execute(f'CREATE DATABASE "{self.name}"')
-            finally:
-                await conn.close()
-
-        asyncio.run(create())
-        self.url = make_url(self.base_url).set(database=self.name).render_as_string(False)
+        self.url = asyncio.run(create_database(self.base_url, self.name))
         upgrade(self.url)
         return self.url
 
     async def terminate_backends(self) -> int:
         """``pg_terminate_backend`` every connection to this database; how many there were."""
-        conn = await asyncpg.connect(pg_dsn(self.base_url))
-        try:
-            rows = await conn.fetch(
-                "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid()",
-                self.name,
-            )
-        finally:
-            await conn.close()
+        rows = await admin_execute(
+            self.base_url,
+            "SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            self.name,
+        )
         return sum(1 for row in rows if row["ok"])
 
     def drop(self) -> None:
         if not self.url:
             return
 
-        async def drop() -> None:
-            conn = await asyncpg.connect(pg_dsn(self.base_url))
-            try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-            finally:
-                await conn.close()
-
-        asyncio.run(drop())
+        asyncio.run(drop_database(self.base_url, self.url))
         self.url = ""
 
 

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @contextlib.contextmanager
 def serve(app: ASGIApp, *, host: str = "127.0.0.1", lifespan: str = "on") -> Iterator[str]:
     """Serve ``app`` with uvicorn (HTTP + websockets) on a free loopback port; yield its URL."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
@@ -50,7 +50,7 @@ def serve(app: ASGIApp, *, host: str = "127.0.0.1", lifespan: str = "on") -> Ite
             if not thread.is_alive() or time.monotonic() > deadline:
                 raise RuntimeError("test server did not start")
             time.sleep(0.01)
-        yield f"http://{host}:{port}"
+        yield f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
