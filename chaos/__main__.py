@@ -28,12 +28,12 @@ from chaos.cluster import (
     Worker,
     child_env,
     free_port,
-    pg_dsn,
     require_loopback,
 )
 from chaos.driver import Plan, drive, say
 from chaos.verdict import judge, snapshot
 from chaos.workload import script_failures
+from treadle.dbadmin import pg_dsn
 
 DEFAULT_PG = "postgresql+asyncpg://root@127.0.0.1:5432/test"
 

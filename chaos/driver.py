@@ -14,10 +14,11 @@ from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 
-from chaos.cluster import Api, Cluster, pg_dsn
+from chaos.cluster import Api, Cluster
 from chaos.subscribers import Follower, attached_to
 from chaos.verdict import TERMINAL_RUN, Faults
 from chaos.workload import Client, Started
+from treadle.dbadmin import pg_dsn
 
 SUBSCRIBER_GRACE = 20.0  # seconds subscribers get after the last run ended, to see its end
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import time
 
 import jwt
@@ -86,19 +90,25 @@ def _claims(account: Account, **override: object) -> dict[str, object]:
     return claims
 
 
+def _b64(data: dict[str, object]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+
 def _alg_none(account: Account) -> str:
-    import base64
-    import json
+    return f"{_b64({'alg': 'none', 'typ': 'JWT'})}.{_b64(_claims(account))}."
 
-    def b64(data: dict[str, object]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
 
-    return f"{b64({'alg': 'none', 'typ': 'JWT'})}.{b64(_claims(account))}."
+def _rs256_header(account: Account) -> str:
+    """HS/RS confusion: an RS256 header over an HMAC made with the server's own secret."""
+    signing_input = f"{_b64({'alg': 'RS256', 'typ': 'JWT'})}.{_b64(_claims(account))}"
+    mac = hmac.new(TEST_SECRET.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
 
 
 BAD_TOKENS = {
     "garbage": lambda a: "not-a-token",
     "alg-none": _alg_none,
+    "rs256-confusion": _rs256_header,
     "other-secret": lambda a: _forge(_claims(a), key="another-secret-" + "y" * 40),
     "expired": lambda a: _forge(
         _claims(a, iat=int(time.time()) - 7200, exp=int(time.time()) - 3600)
@@ -131,9 +141,6 @@ def test_forged_role_claim_needs_the_secret(api: Api, alice: Account) -> None:
     member = register(api, "Solo")
     # A valid token carries only what the server signed; editing the role breaks the signature.
     header, payload, signature = member.token.split(".")
-    import base64
-    import json
-
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     claims["role"] = "ADMIN"
     edited = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()

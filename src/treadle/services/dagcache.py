@@ -1,4 +1,8 @@
-"""Parsed run definitions, cached per run: a snapshot never changes, so parse it once."""
+"""Parsed run definitions, cached per workflow version.
+
+A run's definition is a snapshot of its workflow at one version, and every update bumps the
+version, so (workflow id, version) names one definition for good: parse it once per process.
+"""
 
 from __future__ import annotations
 
@@ -8,21 +12,28 @@ from collections import OrderedDict
 from treadle.engine.dag import Dag, parse_definition
 from treadle.engine.json import JSONObject
 from treadle.engine.steps import StepRegistry
+from treadle.models import WorkflowRun
+
+DagKey = tuple[uuid.UUID, int]  # (workflow id, workflow version)
 
 
 class DagCache:
     def __init__(self, registry: StepRegistry, size: int = 2048) -> None:
         self._registry = registry
         self._size = size
-        self._items: OrderedDict[uuid.UUID, Dag] = OrderedDict()
+        self._items: OrderedDict[DagKey, Dag] = OrderedDict()
 
-    def get(self, run_id: uuid.UUID, definition: JSONObject) -> Dag:
-        dag = self._items.get(run_id)
+    def get(self, key: DagKey, definition: JSONObject) -> Dag:
+        dag = self._items.get(key)
         if dag is None:
             dag = parse_definition(definition, self._registry)
-            self._items[run_id] = dag
+            self._items[key] = dag
             if len(self._items) > self._size:
                 self._items.popitem(last=False)
         else:
-            self._items.move_to_end(run_id)
+            self._items.move_to_end(key)
         return dag
+
+
+def dag_key(run: WorkflowRun) -> DagKey:
+    return (run.workflow_id, run.workflow_version)

@@ -30,6 +30,7 @@ from treadle.models import WorkflowStep
 from treadle.models.base import utcnow
 from treadle.pubsub import run_channel
 from treadle.queue import StepRef
+from treadle.services.dagcache import DagKey, dag_key
 from treadle.services.outcome import apply_outcome, fail_step
 from treadle.services.progress import settle, template_context
 from treadle.services.runtxn import RunTxn, open_run_txn
@@ -59,6 +60,7 @@ class Claim:
     attempt: int
     resumed_until: datetime | None
     definition: JSONObject
+    dag_key: DagKey
     context: JSONObject
 
 
@@ -121,6 +123,7 @@ def _claim_of(txn: RunTxn, step: WorkflowStep) -> Claim:
         attempt=step.attempt,
         resumed_until=step.wake_at if step.status == StepStatus.RUNNING else None,
         definition=txn.run.definition,
+        dag_key=dag_key(txn.run),
         context=template_context(txn.run, txn.steps),
     )
 
@@ -190,7 +193,7 @@ def _startable(step: WorkflowStep, status: StepStatus, now: datetime) -> bool:
 
 def _reclaim(resources: Resources, txn: RunTxn, step: WorkflowStep, now: datetime) -> bool:
     """The attempt's lease ran out: its worker died. Retry it, or fail the step if spent."""
-    dag = resources.dags.get(txn.run.id, txn.run.definition)
+    dag = resources.dags.get(dag_key(txn.run), txn.run.definition)
     policy = dag.nodes[step.node_id].retry
     if can_retry(policy, step.attempt):
         txn.writer.append(
@@ -236,7 +239,7 @@ def _context(resources: Resources, claim: Claim) -> StepContext:
 
 
 async def _run(resources: Resources, claim: Claim, ctx: StepContext) -> Outcome:
-    dag = resources.dags.get(claim.run_id, claim.definition)
+    dag = resources.dags.get(claim.dag_key, claim.definition)
     node = dag.nodes[claim.node_id]
     return await execute_step(
         resources.registry[node.type],

@@ -12,6 +12,7 @@ from treadle.engine.retry import backoff_seconds, can_retry
 from treadle.engine.states import EventType, StepStatus, transition
 from treadle.models import WorkflowStep
 from treadle.redact import scrub_text
+from treadle.services.dagcache import dag_key
 from treadle.services.progress import settle
 from treadle.services.runtxn import RunTxn
 
@@ -23,7 +24,7 @@ def apply_outcome(
     resources: Resources, txn: RunTxn, step: WorkflowStep, outcome: Outcome, now: datetime
 ) -> None:
     """Move the RUNNING ``step`` on by ``outcome``, then let the planner settle the run."""
-    dag = resources.dags.get(txn.run.id, txn.run.definition)
+    dag = resources.dags.get(dag_key(txn.run), txn.run.definition)
     if isinstance(outcome, Waiting):
         # A sleeping DELAY keeps its attempt but no lease: it holds no worker slot.
         step.wake_at = step.due_at = outcome.until

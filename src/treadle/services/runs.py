@@ -16,6 +16,7 @@ from treadle.errors import ConflictError, NotFoundError, ValidationError
 from treadle.models import Workflow, WorkflowEvent, WorkflowRun, WorkflowStep
 from treadle.models.base import utcnow
 from treadle.services.context import ServiceContext, owned_by
+from treadle.services.dagcache import dag_key
 from treadle.services.events import EventWriter
 from treadle.services.progress import cancel_open_steps, finish_run, settle
 from treadle.services.runtxn import RunTxn, after_commit, load_run_txn
@@ -66,7 +67,7 @@ async def execute_workflow(
         last_seq=0,
         created_at=now,
     )
-    dag = ctx.resources.dags.get(run.id, run.definition)
+    dag = ctx.resources.dags.get(dag_key(run), run.definition)
     steps = {
         node_id: WorkflowStep(
             id=uuid.uuid4(),
