@@ -22,7 +22,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -124,8 +124,14 @@ class Subscription:
         return True
 
 
+def _encode(message: Message) -> str:
+    return json.dumps(message, separators=(",", ":"))
+
+
 class EventBus(Protocol):
     async def publish(self, channel: str, message: Message) -> None: ...
+
+    async def publish_many(self, channel: str, messages: Sequence[Message]) -> None: ...
 
     def subscribe(
         self, channel: str, *, buffer: int | None = None, tenant_limit: int | None = None
@@ -207,6 +213,10 @@ class MemoryEventBus(_FanoutBus):
     async def publish(self, channel: str, message: Message) -> None:
         self._deliver(channel, message)
 
+    async def publish_many(self, channel: str, messages: Sequence[Message]) -> None:
+        for message in messages:
+            self._deliver(channel, message)
+
     @contextlib.asynccontextmanager
     async def subscribe(
         self, channel: str, *, buffer: int | None = None, tenant_limit: int | None = None
@@ -233,7 +243,17 @@ class RedisEventBus(_FanoutBus):
         self._live: dict[str, asyncio.Event] = {}  # channel -> set once Redis confirmed it
 
     async def publish(self, channel: str, message: Message) -> None:
-        await self._redis.publish(channel, json.dumps(message, separators=(",", ":")))
+        await self._redis.publish(channel, _encode(message))
+
+    async def publish_many(self, channel: str, messages: Sequence[Message]) -> None:
+        """One round trip for a transaction's events (a pipeline keeps their order)."""
+        if len(messages) == 1:
+            await self.publish(channel, messages[0])
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for message in messages:
+                pipe.publish(channel, _encode(message))
+            await pipe.execute()
 
     @contextlib.asynccontextmanager
     async def subscribe(

@@ -50,5 +50,6 @@ async def publish_events(bus: EventBus, tenant_id: uuid.UUID, views: list[EventV
     Best effort: a subscriber that misses a message sees the gap in ``seq`` and re-reads the
     database, so a failed publish delays an event but never loses it.
     """
-    for view in views:
-        await bus.publish(run_channel(tenant_id, view.run_id), view.to_json())
+    if views:
+        channel = run_channel(tenant_id, views[0].run_id)
+        await bus.publish_many(channel, [view.to_json() for view in views])

@@ -80,11 +80,11 @@ async def execute_workflow(
         )
         for node_id, node in dag.nodes.items()
     }
-    # No ORM relationships declare the order, so parents are flushed before children.
+    # No ORM relationship orders parents before children, so the run goes first; the steps are
+    # settled in memory before they are inserted, so they and the events go in one flush.
     ctx.session.add(run)
     await ctx.session.flush()
     ctx.session.add_all(steps.values())
-    await ctx.session.flush()
     txn = RunTxn(ctx.session, run, steps, EventWriter(run, ctx.session))
     txn.writer.append(EventType.RUN_CREATED, None, {"workflowVersion": workflow.version})
     txn.dispatch = settle(run, dag, steps, txn.writer, now, ctx.resources.dispatch_grace)
