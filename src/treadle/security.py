@@ -30,6 +30,11 @@ class Actor:
     user_id: uuid.UUID
     tenant_id: uuid.UUID
     role: Role
+    # When the token that proved this runs out (unix seconds); long-lived streams stop there.
+    expires_at: float | None = None
+
+    def expired(self, now: float | None = None) -> bool:
+        return self.expires_at is not None and (now or time.time()) >= self.expires_at
 
 
 class PasswordHasher:
@@ -90,6 +95,7 @@ class TokenCodec:
                 user_id=uuid.UUID(str(claims["sub"])),
                 tenant_id=uuid.UUID(str(claims["tid"])),
                 role=Role(claims["role"]),
+                expires_at=float(claims["exp"]),
             )
         except (jwt.PyJWTError, ValueError, KeyError) as exc:
             raise UnauthenticatedError("invalid or expired token") from exc

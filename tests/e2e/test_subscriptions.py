@@ -241,3 +241,33 @@ async def test_subscriptions_are_bounded_per_connection_and_tenant(strict_server
                 ended = await ws.collect(op, seconds=10)
                 assert ended.completed
                 assert ended.events[-1]["type"] == "RUN_CANCELLED"
+
+
+async def test_a_token_that_expires_mid_stream_ends_the_subscription(
+    server: str, rest: RestApi, owner: Account
+) -> None:
+    now = int(time.time())
+    claims = {
+        "sub": owner.user["id"],
+        "tid": owner.tenant["id"],
+        "role": "ADMIN",
+        "iat": now,
+        "exp": now + 2,
+    }
+    short = jwt.encode(claims, TEST_SECRET, algorithm="HS256")
+    workflow = rest.create_workflow(
+        owner.token,
+        name="Slow",
+        definition={
+            "nodes": [{"id": "wait", "type": "DELAY", "config": {"seconds": 4}}, transform("a")],
+            "edges": [{"from": "wait", "to": "a"}],
+        },
+    )
+    run_id = rest.execute(owner.token, workflow["id"])["id"]
+    async with GraphQLWs.connect(server, short) as ws:
+        got = await ws.collect(await ws.run_events(run_id), seconds=20)
+    # Events before the expiry arrived; the delay's completion (after it) did not.
+    assert got.events
+    assert "STEP_COMPLETED" not in {event["type"] for event in got.events}
+    assert "RUN_COMPLETED" not in {event["type"] for event in got.events}
+    assert [error["extensions"]["code"] for error in got.errors] == ["UNAUTHENTICATED"]

@@ -12,10 +12,11 @@ from collections.abc import AsyncGenerator
 import strawberry
 from graphql.error import GraphQLError
 
-from treadle.errors import TreadleError
+from treadle.errors import TreadleError, UnauthenticatedError
 from treadle.schema.context import Info
 from treadle.schema.errors import shape_error
 from treadle.schema.types import RunEvent
+from treadle.security import Actor
 from treadle.services import runs
 from treadle.services.follow import Item, follow_events
 
@@ -38,7 +39,7 @@ class Subscription:
             first = await _first(follow)
         except Exception as exc:
             raise _graphql_error(exc) from exc
-        return _stream(first, follow)
+        return _stream(first, follow, info.context.actor)
 
 
 async def _first(follow: AsyncGenerator[Item, None]) -> Item | None:
@@ -50,14 +51,17 @@ async def _first(follow: AsyncGenerator[Item, None]) -> Item | None:
 
 
 async def _stream(
-    first: Item | None, follow: AsyncGenerator[Item, None]
+    first: Item | None, follow: AsyncGenerator[Item, None], actor: Actor
 ) -> AsyncGenerator[RunEvent, None]:
+    """Forward the follower's items; a token that expires mid-stream ends it UNAUTHENTICATED."""
     async with contextlib.aclosing(follow) as items:
         if first is None:
             return
         yield RunEvent.from_item(first)
         try:
             async for item in items:
+                if actor.expired():
+                    raise UnauthenticatedError("token expired; subscribe again with a new one")
                 yield RunEvent.from_item(item)
         except Exception as exc:
             raise _graphql_error(exc) from exc
