@@ -72,3 +72,15 @@ def test_graphql_limits_reject_before_running(server: str, query: str) -> None:
 def test_request_id_is_returned(server: str) -> None:
     response = httpx.get(f"{server}/api/health")
     assert len(response.headers["x-request-id"]) == 32
+
+
+@pytest.mark.parametrize("param", ["afterSeq=9223372036854775808", "afterSeq=-1", "afterSeq=x"])
+def test_stream_rejects_bad_cursors(server: str, param: str) -> None:
+    with RestApi(server) as rest:
+        account = register(rest)
+    response = httpx.get(
+        f"{server}/api/runs/00000000-0000-0000-0000-000000000000/stream?{param}",
+        headers={"Authorization": f"Bearer {account.token}"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "VALIDATION_ERROR"

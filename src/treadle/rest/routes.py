@@ -14,6 +14,7 @@ from starlette.routing import Route
 from treadle.errors import ValidationError
 from treadle.resources import Resources
 from treadle.rest.openapi import openapi_json
+from treadle.rest.params import parse_int
 from treadle.rest.stream import stream_run_events
 from treadle.security import bearer_token
 from treadle.services import auth, runs, workflows
@@ -22,7 +23,6 @@ from treadle.services.health import check_health
 from treadle.services.views import Page
 
 Handler = Callable[[Request], Awaitable[Response]]
-INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 
 
 def _resources(request: Request) -> Resources:
@@ -61,18 +61,7 @@ async def _body(request: Request) -> dict[str, Any]:
 
 
 def _int(request: Request, name: str, default: int) -> int:
-    value = request.query_params.get(name)
-    if value is None:
-        return default
-    try:
-        number = int(value)
-    except ValueError as exc:
-        raise ValidationError(
-            f"{name} must be an integer", fields={name: "not an integer"}
-        ) from exc
-    if not INT_MIN <= number <= INT_MAX:  # GraphQL's Int range; larger ones overflow the database
-        raise ValidationError(f"{name} is out of range", fields={name: "out of range"})
-    return number
+    return parse_int(request.query_params.get(name), name, default)
 
 
 def _page(page: Page[Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from starlette.responses import Response
 
 from treadle.errors import TreadleError, UnauthenticatedError, ValidationError
 from treadle.resources import Resources
+from treadle.rest.params import parse_int
 from treadle.security import bearer_token
 from treadle.services import runs
 from treadle.services.context import open_service_context
@@ -26,14 +27,7 @@ from treadle.services.views import EventView
 
 
 def _seq_param(raw: str | None, name: str) -> int:
-    if raw is None or raw.strip() == "":
-        return 0
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ValidationError(
-            f"{name} must be an integer", fields={name: "not an integer"}
-        ) from exc
+    value = parse_int(raw, name, 0)
     if value < 0:
         raise ValidationError(f"{name} must be >= 0", fields={name: "must be >= 0"})
     return value
