@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import SIMPLE_DAG, Account
+from tests.e2e.conftest import SIMPLE_DAG, Account, register
 from tests.fakes import serve_app
 from tests.fakes.sink import Sink
-from tests.support.client import Api, ApiError
+from tests.support.client import Api, ApiError, GraphQLApi
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 
@@ -252,3 +252,19 @@ def test_cancel_during_a_retry_wait(api: Api, alice: Account, sink: tuple[Sink, 
     time.sleep(0.5)
     assert len([r for r in recorder.requests if r.path == path]) == 1
     assert steps_by_node(api.get_run(alice.token, run["id"]))["call"]["status"] == "CANCELLED"
+
+
+def test_graphql_run_lists_carry_their_steps(server: str) -> None:
+    with GraphQLApi(server) as gql:
+        alice = register(gql, "Lister")
+        nodes = [{"id": "one", "type": "TRANSFORM", "config": {"output": {"n": "{{ input.n }}"}}}]
+        workflow_id = _flow(gql, alice, nodes, [])
+        ids = [gql.execute(alice.token, workflow_id, {"n": n})["id"] for n in range(3)]
+        for run_id in ids:
+            wait_run(gql, alice.token, run_id)
+        query = "query($w: ID) { runs(workflowId: $w) { items { id steps { nodeId output } } } }"
+        items = gql.gql(query, alice.token, w=workflow_id)["runs"]["items"]
+    outputs = {item["id"]: item["steps"] for item in items}
+    assert set(outputs) == set(ids)
+    for n, run_id in enumerate(ids):
+        assert outputs[run_id] == [{"nodeId": "one", "output": {"n": n}}]

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.dataloader import DataLoader
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.schema import BaseSchema
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
@@ -21,7 +23,9 @@ from strawberry.types.unset import UNSET, UnsetType
 from treadle.errors import UnauthenticatedError
 from treadle.resources import Resources
 from treadle.security import Actor, bearer_token
+from treadle.services import runs
 from treadle.services.context import ServiceContext, open_service_context
+from treadle.services.views import StepView
 
 
 @dataclass
@@ -31,6 +35,20 @@ class GraphQLContext:
     token: str | None = None
     connection_params: dict[str, Any] | None = None
     _actor: Actor | None = field(default=None, init=False)
+    _steps: "DataLoader[uuid.UUID, tuple[StepView, ...]] | None" = field(default=None, init=False)
+
+    @property
+    def steps_loader(self) -> "DataLoader[uuid.UUID, tuple[StepView, ...]]":
+        """Batches ``Run.steps`` of a page of runs into one query. Not cached: a websocket's
+        context lives as long as the connection, and steps change."""
+        if self._steps is None:
+
+            async def load(run_ids: list[uuid.UUID]) -> list[tuple[StepView, ...]]:
+                async with self.service() as ctx:
+                    return await runs.list_steps(ctx, run_ids)
+
+            self._steps = DataLoader(load_fn=load, cache=False)
+        return self._steps
 
     @property
     def actor(self) -> Actor:

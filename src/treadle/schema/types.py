@@ -174,11 +174,10 @@ class Run:
 
     @strawberry.field
     async def steps(self, info: Info) -> list[Step]:
-        view = self.view
-        if view.steps is None:
-            async with info.context.service() as ctx:
-                view = await run_service.get_run(ctx, str(self.id))
-        return [Step.from_view(step) for step in view.steps or ()]
+        steps = self.view.steps
+        if steps is None:  # a run from a list: batched with its siblings
+            steps = await info.context.steps_loader.load(self.view.id)
+        return [Step.from_view(step) for step in steps]
 
     @strawberry.field
     async def events(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
@@ -10,7 +11,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from sqlalchemy import func, select
 
-from treadle.engine.json import JSON
+from treadle.engine.json import JSON, JSONObject
 from treadle.engine.states import TERMINAL_RUN, EventType, RunStatus, StepStatus
 from treadle.errors import ConflictError, NotFoundError, ValidationError
 from treadle.models import Workflow, WorkflowEvent, WorkflowRun, WorkflowStep
@@ -140,6 +141,31 @@ async def require_run(ctx: ServiceContext, run_id: str) -> RunView:
     return RunView.of(await _load_run(ctx, run_id))
 
 
+async def list_steps(
+    ctx: ServiceContext, run_ids: Sequence[uuid.UUID]
+) -> list[tuple[StepView, ...]]:
+    """The steps of several runs in two queries (GraphQL's batch loader): one tuple per id."""
+    actor = ctx.require_actor()
+    runs = await ctx.session.execute(
+        owned_by(select(WorkflowRun.id, WorkflowRun.definition), WorkflowRun, actor).where(
+            WorkflowRun.id.in_(run_ids)
+        )
+    )
+    orders = {run_id: _node_order(definition) for run_id, definition in runs}
+    rows = await ctx.session.execute(
+        owned_by(select(WorkflowStep), WorkflowStep, actor).where(
+            WorkflowStep.run_id.in_(list(orders))
+        )
+    )
+    by_run: dict[uuid.UUID, dict[str, WorkflowStep]] = {run_id: {} for run_id in orders}
+    for row in rows.scalars():
+        by_run[row.run_id][row.node_id] = row
+    return [
+        tuple(StepView.of(by_run[r][n]) for n in orders.get(r, ()) if n in by_run.get(r, {}))
+        for r in run_ids
+    ]
+
+
 async def list_runs(
     ctx: ServiceContext,
     workflow_id: str | None,
@@ -228,6 +254,15 @@ def _after_commit(ctx: ServiceContext, txn: RunTxn) -> None:
     ctx.on_commit.append(hook)
 
 
+def _node_order(definition: JSONObject) -> list[str]:
+    nodes = definition.get("nodes")
+    return (
+        [str(node["id"]) for node in nodes if isinstance(node, dict)]
+        if isinstance(nodes, list)
+        else []
+    )
+
+
 def _run_view(run: WorkflowRun, steps: dict[str, WorkflowStep]) -> RunView:
-    order = [node["id"] for node in run.definition.get("nodes", [])]
+    order = _node_order(run.definition)
     return RunView.of(run, tuple(StepView.of(steps[node]) for node in order if node in steps))
