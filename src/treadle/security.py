@@ -48,14 +48,17 @@ class PasswordHasher:
             argon2__rounds=time_cost,
             argon2__parallelism=parallelism,
         )
-        # Verified when the email is unknown, so a miss costs as long as a wrong password.
-        self._dummy = self._context.hash("treadle-timing-equaliser")
+        # Verified when the email is unknown, so a miss costs as long as a wrong password. Made
+        # on first use: workers never verify passwords and should not pay 64 MiB at start.
+        self._dummy: str | None = None
 
     async def hash(self, password: str) -> str:
         return await asyncio.to_thread(self._context.hash, password)
 
     async def verify(self, password: str, stored: str | None) -> bool:
         """Check ``password``; with no stored hash, burn the same time and return False."""
+        if self._dummy is None:
+            self._dummy = await asyncio.to_thread(self._context.hash, "treadle-timing-equaliser")
         target = stored or self._dummy
         ok = await asyncio.to_thread(self._context.verify, password, target)
         return bool(ok) and stored is not None
