@@ -85,6 +85,12 @@ class TokenCodec:
         }
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
+    def authenticate(self, token: str | None) -> Actor:
+        """The actor of a bearer token that every adapter found; a missing one is refused too."""
+        if not token:
+            raise UnauthenticatedError("authentication required")
+        return self.verify(token)
+
     def verify(self, token: str) -> Actor:
         """Return the token's actor, or raise UnauthenticatedError (one message for all causes)."""
         try:

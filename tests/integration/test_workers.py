@@ -38,8 +38,8 @@ from treadle.settings import Settings
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
 LEASE_SECONDS = 3.0
-# Longer than DISPATCH_GRACE (30 s): a lost queue message delays a step until the reaper
-# resends it, which is recovery, not failure.
+# Longer than TREADLE_DISPATCH_GRACE_SECONDS (10 s) plus a lease: a lost queue message delays a
+# step until the reaper resends it, which is recovery, not failure.
 WAIT = 45.0
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 PASSWORD = "correct horse battery"

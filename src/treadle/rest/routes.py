@@ -35,12 +35,7 @@ async def _service(request: Request, *, anonymous: bool = False) -> AsyncIterato
     resources = _resources(request)
     actor = None
     if not anonymous:
-        from treadle.errors import UnauthenticatedError
-
-        token = bearer_token(request.headers.get("authorization"))
-        if token is None:
-            raise UnauthenticatedError("authentication required")
-        actor = resources.tokens.verify(token)
+        actor = resources.tokens.authenticate(bearer_token(request.headers.get("authorization")))
     client_ip = request.client.host if request.client else None
     async with open_service_context(resources, actor, client_ip=client_ip) as ctx:
         yield ctx

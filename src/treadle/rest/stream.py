@@ -16,7 +16,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import Response
 
-from treadle.errors import TreadleError, UnauthenticatedError, ValidationError
+from treadle.errors import TreadleError, ValidationError
 from treadle.resources import Resources
 from treadle.rest.params import parse_int
 from treadle.security import bearer_token
@@ -65,9 +65,7 @@ async def stream_run_events(request: Request) -> Response:
     resources: Resources = request.state.resources
     # EventSource in browsers cannot set headers, hence ?token= as well.
     token = bearer_token(request.headers.get("authorization")) or request.query_params.get("token")
-    if not token:
-        raise UnauthenticatedError("authentication required")
-    actor = resources.tokens.verify(token)
+    actor = resources.tokens.authenticate(token)
     after = max(
         _seq_param(request.query_params.get("afterSeq"), "afterSeq"),
         _seq_param(request.headers.get("last-event-id"), "Last-Event-ID"),

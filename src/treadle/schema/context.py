@@ -54,9 +54,7 @@ class GraphQLContext:
     def actor(self) -> Actor:
         """The verified caller; UNAUTHENTICATED when the token is missing or bad."""
         if self._actor is None:
-            if not self.token:
-                raise UnauthenticatedError("authentication required")
-            self._actor = self.resources.tokens.verify(self.token)
+            self._actor = self.resources.tokens.authenticate(self.token)
         return self._actor
 
     @contextlib.asynccontextmanager

@@ -98,9 +98,10 @@ async def get_me(ctx: ServiceContext) -> UserView:
     return UserView.of(user)
 
 
-async def count_users(ctx: ServiceContext, email: str) -> int:
-    stmt = select(func.count()).select_from(User).where(User.email == normalise_email(email))
-    return int((await ctx.session.execute(stmt)).scalar_one())
+async def _email_taken(ctx: ServiceContext, email: str) -> bool:
+    # Checked before hashing, so a duplicate costs no argon2 work; the unique index still decides.
+    stmt = select(func.count()).select_from(User).where(User.email == email)
+    return bool((await ctx.session.execute(stmt)).scalar_one())
 
 
 async def _add_user(
@@ -113,7 +114,7 @@ async def _add_user(
     tenant: Tenant | None = None,
 ) -> User:
     email = normalise_email(email)
-    if await count_users(ctx, email):
+    if await _email_taken(ctx, email):
         raise ConflictError("a user with this email already exists")
     user = User(
         id=uuid.uuid4(),

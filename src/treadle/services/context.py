@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from sqlalchemy import Select
 
 from treadle.db import AsyncSession
+from treadle.errors import UnauthenticatedError
 from treadle.security import Actor
 from treadle.tenancy import SYSTEM, transaction
 
@@ -32,8 +33,6 @@ class ServiceContext:
     on_commit: list[AfterCommit] = field(default_factory=list)
 
     def require_actor(self) -> Actor:
-        from treadle.errors import UnauthenticatedError
-
         if self.actor is None:
             raise UnauthenticatedError("authentication required")
         return self.actor
