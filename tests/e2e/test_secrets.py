@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Account
+from tests.e2e.conftest import PASSWORD, Account
 from tests.e2e.test_runs import wait_run
 from tests.fakes import serve_app
 from tests.fakes.sink import Sink
-from tests.support.client import Api
+from tests.support.client import Api, ApiError, unique_email
 
 HOOK_SECRET = "canary-hook-secret-5f1e"
 BEARER = "canary-bearer-token-9c2d"
@@ -102,3 +102,57 @@ def test_secrets_stay_out_of_answers_history_errors_and_logs(
 
     out, err = capfd.readouterr()
     _assert_clean(out, err)
+
+
+ADMIN_HEADER = "canary-admin-header-31f0"
+ADMIN_QUERY = "canary-admin-query-b7e4"
+
+
+@pytest.fixture(scope="module")
+def other_sink() -> Iterator[tuple[Sink, str]]:
+    recorder = Sink()
+    with serve_app(recorder.app) as url:
+        yield recorder, url
+
+
+def test_a_member_cannot_send_stored_secrets_to_a_new_host(
+    api: Api, alice: Account, sink: tuple[Sink, str], other_sink: tuple[Sink, str]
+) -> None:
+    (admin_sink, admin_url), (thief, thief_url) = sink, other_sink
+    path = f"/m-{api.kind}-{time.monotonic_ns()}"
+    node = {
+        "id": "call",
+        "type": "HTTP_REQUEST",
+        "config": {
+            "url": f"{admin_url}{path}?api_key={ADMIN_QUERY}",
+            "headers": {"X-Auth": ADMIN_HEADER},
+        },
+    }
+    created = api.create_workflow(alice.token, name="guarded", definition={"nodes": [node]})
+    email = unique_email("member")
+    api.create_user(alice.token, email=email, password=PASSWORD, name="Mem", role="MEMBER")
+    member = api.login(email, PASSWORD)["token"]
+
+    shown = api.get_workflow(member, created["id"])["definition"]
+    config = shown["nodes"][0]["config"]
+    assert config["headers"] == {"X-Auth": "[REDACTED]"}
+    assert config["url"] == f"{admin_url}{path}?api_key=[REDACTED]"
+    # Pointing the node at another host while keeping the placeholders is refused, field named.
+    for url, field in (
+        (f"{thief_url}/steal", "headers.X-Auth"),
+        (f"{thief_url}/steal?api_key=[REDACTED]", "url"),
+    ):
+        moved = {"nodes": [{**shown["nodes"][0], "config": {**config, "url": url}}]}
+        with pytest.raises(ApiError) as err:
+            api.update_workflow(member, created["id"], definition=moved)
+        assert err.value.code == "VALIDATION_ERROR"
+        assert f"definition.nodes.0.config.{field}" in err.value.message
+        assert ADMIN_HEADER not in err.value.message
+
+    # The stored secrets are intact and still go to their own host only.
+    run = wait_run(api, member, api.execute(member, created["id"], {})["id"])
+    assert run["status"] == "COMPLETED"
+    sent = next(r for r in admin_sink.requests if r.path == path)
+    assert sent.headers["x-auth"] == ADMIN_HEADER
+    assert sent.query == f"api_key={ADMIN_QUERY}"
+    assert not thief.requests

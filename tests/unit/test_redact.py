@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 
+import pytest
+
+from treadle.errors import ValidationError
 from treadle.redact import PLACEHOLDER, redact, restore_definition, scrub_text, scrubbing
 
 
@@ -21,7 +26,12 @@ def test_sensitive_keys_are_redacted_at_any_depth() -> None:
     assert redact(value) == {
         "config": {
             "secret": PLACEHOLDER,
-            "headers": {"Authorization": PLACEHOLDER, "X-Api-Key": PLACEHOLDER, "Accept": "json"},
+            # Every header value counts as a secret, whatever its name.
+            "headers": {
+                "Authorization": PLACEHOLDER,
+                "X-Api-Key": PLACEHOLDER,
+                "Accept": PLACEHOLDER,
+            },
             "maxTokens": 200,
             "body": [{"accessToken": PLACEHOLDER, "password": PLACEHOLDER, "n": 1}],
         },
@@ -61,3 +71,102 @@ def test_log_formatter_scrubs_messages_and_tracebacks() -> None:
     assert "RuntimeError" in line
     assert "topsecret-value" not in line
     assert record.exc_info is not None  # the record itself is untouched for other handlers
+
+
+# --- linear time (issue 9): adversarial text is scrubbed in well under 50 ms ----------------
+
+MIB = 1 << 20
+_ADVERSARIAL = {
+    "letters": "a" * MIB,
+    "user-colons": "a:" * (MIB // 2),
+    "user-ats": "a@" * (MIB // 2),
+    "separators": "://" * (MIB // 3),
+    "schemes": "a://" * (MIB // 4),
+    "scheme-then-colons": "x://" + "a:" * (MIB // 2),
+    "scheme-then-letters": "x://" + "a" * MIB,
+    "digits-plus": "a1+." * (MIB // 4),
+    "bearers": "bearer " * (MIB // 7),
+    "bearer-spaces": "Bearer" + " " * MIB,
+    "query": "https://h/?" + "a=&" * (MIB // 3),
+    "query-equals": "https://h/?" + "=" * MIB,
+}
+
+
+def _best_of_two(work: Callable[[], object]) -> float:
+    # One generous retry: a loaded machine may stall any single measurement.
+    seconds = []
+    for _ in range(2):
+        started = time.perf_counter()
+        work()
+        seconds.append(time.perf_counter() - started)
+    return min(seconds)
+
+
+@pytest.mark.parametrize("shape", sorted(_ADVERSARIAL))
+def test_scrubbing_one_mib_is_linear(shape: str) -> None:
+    text = _ADVERSARIAL[shape]
+    seconds = _best_of_two(lambda: scrub_text(text, ["sk-live-12345678"]))
+    assert seconds < 0.05, f"scrub_text, {shape}: {seconds * 1000:.1f} ms"
+    # An API answer: the string as a value and (a long prefix of it) as a key.
+    seconds = _best_of_two(lambda: redact({"config": {text[:100_000]: text}}))
+    assert seconds < 0.05, f"redact, {shape}: {seconds * 1000:.1f} ms"
+
+
+def test_every_header_and_query_value_is_secret_in_answers() -> None:
+    config = {
+        "url": "https://api.test/v1?api_key=k1&sig=s2&empty=#frag",
+        "headers": {"X-Auth": "a", "X-Signature": "b"},
+        "query": {"token": "t", "page": 2},
+        "body": {"note": "see http://h.test/p?q=1 and ftp://u:pw@h.test/"},
+    }
+    assert redact(config) == {
+        "url": f"https://api.test/v1?api_key={PLACEHOLDER}&sig={PLACEHOLDER}&empty=#frag",
+        "headers": {"X-Auth": PLACEHOLDER, "X-Signature": PLACEHOLDER},
+        "query": {"token": PLACEHOLDER, "page": PLACEHOLDER},
+        "body": {"note": f"see http://h.test/p?q={PLACEHOLDER} and ftp://{PLACEHOLDER}@h.test/"},
+    }
+
+
+def _node(url: str, **config: object) -> dict[str, object]:
+    return {"id": "call", "type": "HTTP_REQUEST", "config": {"url": url, **config}}
+
+
+def test_secrets_are_restored_only_for_the_same_destination() -> None:
+    stored = {
+        "nodes": [
+            _node(
+                "https://u:pw@api.test:8443/v1?sig=abc",
+                headers={"X-Auth": "admin-secret"},
+                query={"api_key": "k"},
+            )
+        ],
+        "edges": [],
+    }
+    shown = redact(stored)
+    assert isinstance(shown, dict)
+    assert restore_definition(shown, stored) == stored  # written back unchanged
+    moved_path = {"nodes": [{**shown["nodes"][0]}], "edges": []}
+    moved_path["nodes"][0]["config"] = {**shown["nodes"][0]["config"], "body": "new"}
+    assert restore_definition(moved_path, stored)["nodes"][0]["config"]["headers"] == {
+        "X-Auth": "admin-secret"
+    }
+    for url in ("https://evil.test:8443/v1", "http://api.test:8443/v1", "https://api.test/v1"):
+        moved = {"nodes": [{**shown["nodes"][0]}]}
+        moved["nodes"][0]["config"] = {**shown["nodes"][0]["config"], "url": url}
+        with pytest.raises(ValidationError) as caught:
+            restore_definition(moved, stored)
+        assert "definition.nodes.0.config.headers.X-Auth" in caught.value.fields
+        assert "admin-secret" not in caught.value.message
+
+
+def test_an_edited_url_cannot_keep_a_hidden_query_value() -> None:
+    stored = {"nodes": [_node("https://api.test/v1?sig=abc")]}
+    edited = {"nodes": [_node(f"https://api.test/v2?sig={PLACEHOLDER}")]}
+    with pytest.raises(ValidationError) as caught:
+        restore_definition(edited, stored)
+    assert list(caught.value.fields) == ["definition.nodes.0.config.url"]
+    # New values, and placeholder text that never stood for a secret, are kept as sent.
+    fresh = {"nodes": [_node("https://other.test/v1?sig=new", headers={"X-Auth": "mine"})]}
+    assert restore_definition(fresh, stored) == fresh
+    literal = {"nodes": [{"id": "t", "type": "TRANSFORM", "config": {"output": PLACEHOLDER}}]}
+    assert restore_definition(literal, literal) == literal
