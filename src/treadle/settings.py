@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     treadle_rate_execute_per_tenant: str = "1200/minute"
     treadle_argon2_memory_kib: int = Field(default=65536, ge=8192)
     treadle_argon2_time_cost: int = Field(default=3, ge=1)
+    # How long a token's user (exists? which role?) is trusted before the database is asked again.
+    treadle_auth_cache_seconds: float = Field(default=5.0, ge=0, le=5)
     # Live subscriptions (GraphQL runEvents and the SSE stream).
     treadle_ws_init_timeout_seconds: float = Field(default=10.0, gt=0)
     treadle_ws_ping_seconds: float = Field(default=15.0, gt=0)
