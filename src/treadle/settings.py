@@ -44,7 +44,11 @@ class Settings(BaseSettings):
     treadle_dispatch_grace_seconds: float = Field(default=10.0, gt=0)
     treadle_worker_concurrency: int = Field(default=32, gt=0)
     treadle_max_body_bytes: int = 1_048_576
+    # A request body that sends nothing for this long is refused (400) and its socket closed.
+    treadle_body_idle_seconds: float = Field(default=10.0, gt=0)
     treadle_allowed_origins: str = ""
+    # Browser origins allowed to call the HTTP API cross-origin (CORS); empty = none.
+    treadle_cors_origins: str = ""
     treadle_db_pool_size: int = Field(default=10, gt=0)
     treadle_redis_max_connections: int = Field(default=200, gt=0)
     treadle_queue_name: str = "treadle:steps"
