@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from taskiq import InMemoryBroker
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from treadle.errors import RateLimitedError, TreadleError
 from treadle.logging import configure_logging, request_id_var
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
         WebSocketRoute("/graphql", graphql),
     ]
     middleware = [
+        *_proxies(settings),
         *_cors(settings),
         Middleware(RequestContextMiddleware),
         Middleware(
@@ -133,6 +135,16 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
     # A slash redirect would echo the request's Host header into Location: answer 404 instead.
     app.router.redirect_slashes = False
     return app
+
+
+def _proxies(settings: Settings) -> list[Middleware]:
+    """Take the client address from ``X-Forwarded-For`` only when a trusted proxy sent it.
+
+    ``treadle serve`` turns uvicorn's own proxy handling off (it trusts loopback by default),
+    so per-IP limits count the real peer unless ``TREADLE_TRUSTED_PROXIES`` names it.
+    """
+    trusted = _csv(settings.treadle_trusted_proxies)
+    return [Middleware(ProxyHeadersMiddleware, trusted_hosts=trusted)] if trusted else []
 
 
 def _cors(settings: Settings) -> list[Middleware]:

@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     treadle_allowed_origins: str = ""
     # Browser origins allowed to call the HTTP API cross-origin (CORS); empty = none.
     treadle_cors_origins: str = ""
+    # Proxies (IPs/CIDRs) whose X-Forwarded-For names the client; empty = the peer is the client.
+    treadle_trusted_proxies: str = ""
     treadle_db_pool_size: int = Field(default=10, gt=0)
     treadle_redis_max_connections: int = Field(default=200, gt=0)
     treadle_queue_name: str = "treadle:steps"
