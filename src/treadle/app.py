@@ -19,6 +19,7 @@ from taskiq import InMemoryBroker
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from treadle.errors import RateLimitedError, TreadleError
+from treadle.graphiql import graphiql_assets
 from treadle.logging import configure_logging, request_id_var
 from treadle.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from treadle.resources import Resources, open_resources
@@ -55,9 +56,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, HTTPException):
         return await _internal_error(request, exc)
     if exc.status_code == 405:
-        allowed = _allowed_methods(request)
+        allow = ", ".join(_allowed_methods(request)) or (exc.headers or {}).get("Allow", "")
         body = {"error": {"code": METHOD_NOT_ALLOWED, "message": "method not allowed"}}
-        return JSONResponse(body, status_code=405, headers={"Allow": ", ".join(allowed)})
+        return JSONResponse(body, status_code=405, headers={"Allow": allow})
     code = "NOT_FOUND" if exc.status_code == 404 else "VALIDATION_ERROR"
     message = "no such route" if exc.status_code == 404 else str(exc.detail)
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=exc.status_code)
@@ -116,6 +117,8 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
     ]
+    if not settings.is_production:
+        routes.append(graphiql_assets())
     middleware = [
         *_proxies(settings),
         *_cors(settings),

@@ -21,6 +21,7 @@ from strawberry.types import Info as StrawberryInfo
 from strawberry.types.unset import UNSET, UnsetType
 
 from treadle.errors import TreadleError
+from treadle.graphiql import graphiql_page
 from treadle.resources import Resources
 from treadle.security import Actor, bearer_token
 from treadle.services import runs
@@ -101,6 +102,11 @@ class TreadleGraphQL(GraphQL[GraphQLContext, None]):
     def __init__(self, schema: BaseSchema, *, ws_ping_seconds: float = 15.0, **kwargs: Any) -> None:
         super().__init__(schema, **kwargs)
         self.ws_ping_seconds = ws_ping_seconds
+
+    @property
+    def graphql_ide_html(self) -> str:
+        """Our GraphiQL page, whose assets the app serves itself (Strawberry's uses a CDN)."""
+        return graphiql_page()
 
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
