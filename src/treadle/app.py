@@ -11,12 +11,15 @@ from datetime import timedelta
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from taskiq import InMemoryBroker
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from treadle.errors import RateLimitedError, TreadleError
+from treadle.graphiql import graphiql_assets
 from treadle.logging import configure_logging, request_id_var
 from treadle.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from treadle.resources import Resources, open_resources
@@ -46,13 +49,28 @@ async def _treadle_error(_request: Request, exc: Exception) -> Response:
     )
 
 
-async def _http_error(_request: Request, exc: Exception) -> Response:
+METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, HTTPException):
-        return await _internal_error(_request, exc)
-    code = {404: "NOT_FOUND", 405: "NOT_FOUND"}.get(exc.status_code, "VALIDATION_ERROR")
-    message = "no such route" if exc.status_code in (404, 405) else str(exc.detail)
-    status = 404 if exc.status_code == 405 else exc.status_code
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+        return await _internal_error(request, exc)
+    if exc.status_code == 405:
+        allow = ", ".join(_allowed_methods(request)) or (exc.headers or {}).get("Allow", "")
+        body = {"error": {"code": METHOD_NOT_ALLOWED, "message": "method not allowed"}}
+        return JSONResponse(body, status_code=405, headers={"Allow": allow})
+    code = "NOT_FOUND" if exc.status_code == 404 else "VALIDATION_ERROR"
+    message = "no such route" if exc.status_code == 404 else str(exc.detail)
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=exc.status_code)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method of the path: one path may be several routes (one per method)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.path_regex.match(request.url.path):
+            methods |= route.methods or set()
+    return sorted(methods)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
@@ -74,7 +92,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
     """The API; with ``embedded_worker`` it also runs steps and the reaper in this process."""
     settings = settings or Settings()
     configure_logging(settings.log_level, secrets=[settings.jwt_secret, settings.openai_api_key])
-    origins = [o.strip() for o in settings.treadle_allowed_origins.split(",") if o.strip()]
+    origins = _csv(settings.treadle_allowed_origins)
     graphql = TreadleGraphQL(
         build_schema(production=settings.is_production),
         graphql_ide=None if settings.is_production else "graphiql",
@@ -99,16 +117,58 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
     ]
+    if not settings.is_production:
+        routes.append(graphiql_assets())
     middleware = [
+        *_proxies(settings),
+        *_cors(settings),
         Middleware(RequestContextMiddleware),
-        Middleware(BodyLimitMiddleware, max_bytes=settings.treadle_max_body_bytes),
+        Middleware(
+            BodyLimitMiddleware,
+            max_bytes=settings.treadle_max_body_bytes,
+            idle_seconds=settings.treadle_body_idle_seconds,
+        ),
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers=ERROR_HANDLERS,
     )
+    # A slash redirect would echo the request's Host header into Location: answer 404 instead.
+    app.router.redirect_slashes = False
+    return app
+
+
+def _proxies(settings: Settings) -> list[Middleware]:
+    """Take the client address from ``X-Forwarded-For`` only when a trusted proxy sent it.
+
+    ``treadle serve`` turns uvicorn's own proxy handling off (it trusts loopback by default),
+    so per-IP limits count the real peer unless ``TREADLE_TRUSTED_PROXIES`` names it.
+    """
+    trusted = _csv(settings.treadle_trusted_proxies)
+    return [Middleware(ProxyHeadersMiddleware, trusted_hosts=trusted)] if trusted else []
+
+
+def _cors(settings: Settings) -> list[Middleware]:
+    """Browser apps on the listed origins may call the API (preflights included)."""
+    origins = _csv(settings.treadle_cors_origins)
+    if not origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+            expose_headers=["X-Request-Id", "Retry-After"],
+            max_age=600,
+        )
+    ]
+
+
+def _csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
 
 
 async def _drain(resources: Resources) -> None:

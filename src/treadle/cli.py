@@ -19,7 +19,9 @@ def _serve(settings: Settings, *, dev: bool) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        proxy_headers=True,
+        # Off: uvicorn would trust X-Forwarded-For from any loopback peer. The app honours
+        # it from TREADLE_TRUSTED_PROXIES only (see app._proxies).
+        proxy_headers=False,
         timeout_graceful_shutdown=30,
         ws_ping_interval=20,
         ws_ping_timeout=20,

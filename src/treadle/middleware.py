@@ -1,13 +1,14 @@
-"""ASGI middleware: request ids and the request body cap (checked while streaming)."""
+"""ASGI middleware: request ids; the request body cap and idle bound (checked while streaming)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from treadle.errors import PayloadTooLargeError
+from treadle.errors import PayloadTooLargeError, TreadleError, ValidationError
 from treadle.logging import request_id_var
 
 
@@ -40,55 +41,74 @@ class RequestContextMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Answer 413 for bodies over ``max_bytes`` without reading them whole."""
+    """Answer 413 for bodies over ``max_bytes`` without reading them whole, and 400 for a body
+    that stops arriving (shorter than its ``Content-Length``, or idle ``idle_seconds``)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, idle_seconds: float = 10.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.idle_seconds = idle_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         if _declared_length(scope) > self.max_bytes:
-            await _reject(send, self.max_bytes)
+            await _reject(send, PayloadTooLargeError(_too_large(self.max_bytes)))
             return
-        guard = _BodyGuard(receive, send, self.max_bytes)
+        guard = _BodyGuard(receive, send, self.max_bytes, self.idle_seconds)
         try:
             await self.app(scope, guard.receive, guard.send)
-        except PayloadTooLargeError:
+        except (PayloadTooLargeError, IncompleteBodyError):
             await guard.reject()
 
 
-class _BodyGuard:
-    """Counts request bytes as they stream in; past the cap, the answer is 413."""
+class IncompleteBodyError(ValidationError):
+    """The client stopped sending (or went away) before its body was complete."""
 
-    def __init__(self, receive: Receive, send: Send, max_bytes: int) -> None:
-        self._receive, self._send, self._max = receive, send, max_bytes
+
+class _BodyGuard:
+    """Counts request bytes as they stream in; past the cap the answer is 413, and a body that
+    stalls or is cut short is 400 (sent with ``Connection: close``: the rest never comes)."""
+
+    def __init__(self, receive: Receive, send: Send, max_bytes: int, idle: float) -> None:
+        self._receive, self._send, self._max, self._idle = receive, send, max_bytes, idle
         self._received = 0
-        self._exceeded = self._started = False
+        self._refusal: TreadleError | None = None
+        self._started = self._body_done = False
 
     async def receive(self) -> Message:
-        message = await self._receive()
+        if self._body_done:
+            return await self._receive()  # after the body: only a disconnect, however late
+        try:
+            message = await asyncio.wait_for(self._receive(), self._idle)
+        except TimeoutError:
+            raise self._refuse(IncompleteBodyError("request body stopped arriving")) from None
+        if message["type"] == "http.disconnect":
+            raise self._refuse(IncompleteBodyError("request body is incomplete"))
         if message["type"] == "http.request":
             self._received += len(message.get("body", b""))
+            self._body_done = not message.get("more_body", False)
             if self._received > self._max:
-                self._exceeded = True
-                raise PayloadTooLargeError(_message(self._max))
+                raise self._refuse(PayloadTooLargeError(_too_large(self._max)))
         return message
 
+    def _refuse(self, error: TreadleError) -> TreadleError:
+        self._refusal = error
+        return error
+
     async def send(self, message: Message) -> None:
-        # An app that swallowed the error (and answers 400) still gets a 413 sent for it.
-        if self._exceeded:
+        # An app that swallowed the error (and answers otherwise) still gets the refusal sent.
+        if self._refusal is not None:
             await self.reject()
             return
         self._started = self._started or message["type"] == "http.response.start"
         await self._send(message)
 
     async def reject(self) -> None:
-        if not self._started:
+        if not self._started and self._refusal is not None:
             self._started = True
-            await _reject(self._send, self._max)
+            await _reject(self._send, self._refusal)
 
 
 def _declared_length(scope: Scope) -> int:
@@ -98,18 +118,16 @@ def _declared_length(scope: Scope) -> int:
     return 0
 
 
-def _message(max_bytes: int) -> str:
+def _too_large(max_bytes: int) -> str:
     return f"request body exceeds {max_bytes} bytes"
 
 
-async def _reject(send: Send, max_bytes: int) -> None:
-    body = json.dumps(
-        {"error": {"code": PayloadTooLargeError.code, "message": _message(max_bytes)}}
-    ).encode()
+async def _reject(send: Send, error: TreadleError) -> None:
+    body = json.dumps({"error": {"code": error.code, "message": error.message}}).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": 413,
+            "status": error.http_status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),

@@ -23,6 +23,7 @@ from treadle.queue import StepQueue
 from treadle.ratelimit import RateLimiter
 from treadle.security import PasswordHasher, TokenCodec
 from treadle.services.dagcache import DagCache
+from treadle.services.identity import IdentityCache
 from treadle.services.runtxn import LocalTimers
 from treadle.settings import Settings
 from treadle.tasks.broker import TaskiqStepQueue, build_broker
@@ -46,6 +47,7 @@ class Resources:
     tokens: TokenCodec
     timers: LocalTimers
     limiter: RateLimiter
+    identities: IdentityCache
 
     @property
     def dispatch_grace(self) -> timedelta:
@@ -113,6 +115,7 @@ async def open_resources(
             tokens=TokenCodec(settings.resolve_jwt_secret(), settings.jwt_ttl_seconds),
             timers=timers,
             limiter=RateLimiter.build(settings, redis),
+            identities=IdentityCache(settings.treadle_auth_cache_seconds),
         )
         broker.state.resources = resources
         yield resources

@@ -44,7 +44,13 @@ class Settings(BaseSettings):
     treadle_dispatch_grace_seconds: float = Field(default=10.0, gt=0)
     treadle_worker_concurrency: int = Field(default=32, gt=0)
     treadle_max_body_bytes: int = 1_048_576
+    # A request body that sends nothing for this long is refused (400) and its socket closed.
+    treadle_body_idle_seconds: float = Field(default=10.0, gt=0)
     treadle_allowed_origins: str = ""
+    # Browser origins allowed to call the HTTP API cross-origin (CORS); empty = none.
+    treadle_cors_origins: str = ""
+    # Proxies (IPs/CIDRs) whose X-Forwarded-For names the client; empty = the peer is the client.
+    treadle_trusted_proxies: str = ""
     treadle_db_pool_size: int = Field(default=10, gt=0)
     treadle_redis_max_connections: int = Field(default=200, gt=0)
     treadle_queue_name: str = "treadle:steps"
@@ -57,6 +63,8 @@ class Settings(BaseSettings):
     treadle_rate_execute_per_tenant: str = "1200/minute"
     treadle_argon2_memory_kib: int = Field(default=65536, ge=8192)
     treadle_argon2_time_cost: int = Field(default=3, ge=1)
+    # How long a token's user (exists? which role?) is trusted before the database is asked again.
+    treadle_auth_cache_seconds: float = Field(default=5.0, ge=0, le=5)
     # Live subscriptions (GraphQL runEvents and the SSE stream).
     treadle_ws_init_timeout_seconds: float = Field(default=10.0, gt=0)
     treadle_ws_ping_seconds: float = Field(default=15.0, gt=0)

@@ -39,6 +39,7 @@ def serve(app: ASGIApp, *, host: str = "127.0.0.1", lifespan: str = "on") -> Ite
         lifespan=lifespan,
         loop="asyncio",
         ws="websockets-sansio",
+        proxy_headers=False,  # as `treadle serve`: the app honours TREADLE_TRUSTED_PROXIES
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)

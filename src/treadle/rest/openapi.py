@@ -61,7 +61,12 @@ _ERRORS: Final[dict[int, tuple[str, str, str]]] = {
     413: ("PayloadTooLarge", "PAYLOAD_TOO_LARGE", "The request body exceeds the limit (1 MiB)."),
     429: ("RateLimited", "RATE_LIMITED", "Too many requests; retry after `Retry-After` seconds."),
 }
-_ERROR_CODES: Final = [code for _, code, _ in _ERRORS.values()] + ["INTERNAL", "UNAVAILABLE"]
+# METHOD_NOT_ALLOWED: 405 (with Allow) for a known path and a method it does not serve.
+_ERROR_CODES: Final = [code for _, code, _ in _ERRORS.values()] + [
+    "METHOD_NOT_ALLOWED",
+    "INTERNAL",
+    "UNAVAILABLE",
+]
 
 
 def _values(enum: type[StrEnum]) -> list[str]:
@@ -590,7 +595,16 @@ def _run_paths() -> dict[str, Schema]:
     token = _query("token", {"type": "string"}, "The JWT, for clients that cannot set headers.")
     stream_ok = {
         "description": "Stored events after `afterSeq`, then live ones; ends after the last.",
-        "content": {SSE_MEDIA: {"schema": _ref("StreamEvent")}},
+        # A string: generated clients read the stream as text (an object schema made them
+        # parse it as JSON and crash). StreamEvent describes each event, for readers.
+        "content": {
+            SSE_MEDIA: {
+                "schema": {
+                    "type": "string",
+                    "description": "Server-Sent Events; each is one `StreamEvent`.",
+                }
+            }
+        },
     }
     return {
         "/api/workflows/{id}/execute": {

@@ -1,6 +1,7 @@
 """Schema construction with the limits every deployment gets."""
 
 from collections.abc import Callable
+from datetime import datetime
 
 import strawberry
 from graphql.error import GraphQLError
@@ -11,16 +12,31 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from treadle.resolvers.mutation import Mutation
 from treadle.resolvers.query import Query
 from treadle.resolvers.subscription import Subscription
 from treadle.schema.errors import DomainErrors
+from treadle.services.views import iso
 
 MAX_DEPTH = 10
 MAX_ALIASES = 30
 MAX_TOKENS = 5000
+
+
+def _serialize_datetime(value: datetime) -> str:
+    return iso(value) or ""
+
+
+# The REST spelling of instants (``...Z``), not Strawberry's ``+00:00``: one format per API.
+DATETIME = strawberry.scalar(
+    name="DateTime",
+    description="An ISO-8601 instant in UTC, written with a trailing Z.",
+    serialize=_serialize_datetime,
+    parse_value=datetime.fromisoformat,
+)
 
 
 class TreadleSchema(strawberry.Schema):
@@ -50,4 +66,5 @@ def build_schema(*, production: bool = False) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
+        config=StrawberryConfig(scalar_map={datetime: DATETIME}),
     )

@@ -20,7 +20,8 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.types import Info as StrawberryInfo
 from strawberry.types.unset import UNSET, UnsetType
 
-from treadle.errors import UnauthenticatedError
+from treadle.errors import TreadleError
+from treadle.graphiql import graphiql_page
 from treadle.resources import Resources
 from treadle.security import Actor, bearer_token
 from treadle.services import runs
@@ -102,6 +103,11 @@ class TreadleGraphQL(GraphQL[GraphQLContext, None]):
         super().__init__(schema, **kwargs)
         self.ws_ping_seconds = ws_ping_seconds
 
+    @property
+    def graphql_ide_html(self) -> str:
+        """Our GraphiQL page, whose assets the app serves itself (Strawberry's uses a CDN)."""
+        return graphiql_page()
+
     async def get_context(
         self, request: Request | WebSocket, response: Response | WebSocket
     ) -> GraphQLContext:
@@ -125,8 +131,10 @@ class TreadleGraphQL(GraphQL[GraphQLContext, None]):
         if token:
             context.token = str(token)
         try:
-            _ = context.actor
-        except UnauthenticatedError as exc:
+            # The token, and the user it names (still there, current role), like any call.
+            async with context.service():
+                pass
+        except TreadleError as exc:
             raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from exc
         unset: UnsetType = UNSET
         return unset

@@ -39,7 +39,7 @@ def shape_error(error: GraphQLError, *, hide_suggestions: bool = False) -> Graph
         "internal error",
         nodes=error.nodes,
         path=error.path,
-        extensions={"code": "INTERNAL", "request_id": request_id},
+        extensions={"code": "INTERNAL", "requestId": request_id},
     )
 
 

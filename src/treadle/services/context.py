@@ -13,6 +13,7 @@ from sqlalchemy import Select
 from treadle.db import AsyncSession
 from treadle.errors import UnauthenticatedError
 from treadle.security import Actor
+from treadle.services.identity import current_actor
 from treadle.tenancy import SYSTEM, transaction
 
 if TYPE_CHECKING:
@@ -44,13 +45,17 @@ async def open_service_context(
 ) -> AsyncIterator[ServiceContext]:
     """One transaction: committed when the block succeeds, then the after-commit hooks run.
 
-    Every authenticated call counts against its tenant's API rate limit first.
+    Every authenticated call counts against its tenant's API rate limit first, then runs as
+    the user is now (current role; refused when the user or tenant is gone), not as the token
+    says.
     """
     tenant_id = actor.tenant_id if actor is not None else SYSTEM
     if actor is not None:
         limiter = resources.limiter
         await limiter.hit(limiter.limits.api_per_tenant, "api", str(actor.tenant_id))
     async with transaction(resources, tenant_id) as session:
+        if actor is not None:
+            actor = await current_actor(session, resources.identities, actor)
         ctx = ServiceContext(resources=resources, session=session, actor=actor, client_ip=client_ip)
         yield ctx
     await run_after_commit(ctx.on_commit)
