@@ -63,7 +63,11 @@ async def open_resources(
 ) -> AsyncIterator[Resources]:
     """Open every client the process needs; close them all on exit."""
     async with contextlib.AsyncExitStack() as stack:
-        engine = build_engine(settings.database_url, pool_size=settings.treadle_db_pool_size)
+        engine = build_engine(
+            settings.database_url,
+            pool_size=settings.treadle_db_pool_size,
+            pool_timeout=settings.treadle_db_pool_timeout_seconds,
+        )
         stack.push_async_callback(engine.dispose)
         redis: Redis | None = None
         bus: EventBus
