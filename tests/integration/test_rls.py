@@ -37,8 +37,7 @@ async def _tenant(resources: Resources, name: str) -> Actor:
         "password": "long enough password",
         "name": name,
     }
-    async with open_service_context(resources, None) as ctx:
-        view = await auth.register(ctx, payload)
+    view = await auth.register(resources, payload, client_ip=None)
     actor = Actor(view.user.id, view.tenant.id, Role.ADMIN)
     async with open_service_context(resources, actor) as ctx:
         await workflows.create_workflow(ctx, {"name": f"{name} flow", "definition": DAG})
