@@ -15,17 +15,15 @@ from taskiq import AsyncBroker
 from treadle.ai import build_model_client
 from treadle.db import SessionMaker, build_engine, build_sessionmaker
 from treadle.engine.ai import ModelClient
+from treadle.engine.dagcache import DagCache
 from treadle.engine.steps import StepRegistry, build_registry
 from treadle.engine.template import TemplateEngine
 from treadle.net.egress import EgressPolicy, build_http_client
 from treadle.pubsub import EventBus, MemoryEventBus, RedisEventBus
-from treadle.queue import StepQueue
+from treadle.queue import LocalTimers, StepQueue, TaskiqStepQueue
 from treadle.ratelimit import RateLimiter
 from treadle.security import PasswordHasher, TokenCodec
-from treadle.services.dagcache import DagCache
-from treadle.services.runtxn import LocalTimers
 from treadle.settings import Settings
-from treadle.tasks.broker import TaskiqStepQueue, build_broker
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +56,12 @@ class Resources:
 
 
 @contextlib.asynccontextmanager
-async def open_resources(
-    settings: Settings, *, broker: AsyncBroker | None = None, embedded: bool = False
-) -> AsyncIterator[Resources]:
-    """Open every client the process needs; close them all on exit."""
+async def open_resources(settings: Settings, *, broker: AsyncBroker) -> AsyncIterator[Resources]:
+    """Open every client the process needs; close them all on exit.
+
+    The entry point builds ``broker`` (``treadle.tasks.broker``: it knows the tasks, this
+    module knows none); it is started here unless it is a worker's, which taskiq starts.
+    """
     async with contextlib.AsyncExitStack() as stack:
         engine = build_engine(
             settings.database_url,
@@ -84,11 +84,9 @@ async def open_resources(
             bus = redis_bus
         else:
             bus = MemoryEventBus()
-        if broker is None:
-            broker = build_broker(settings, embedded=embedded)
-            if not broker.is_worker_process:
-                await broker.startup()
-                stack.push_async_callback(broker.shutdown)
+        if not broker.is_worker_process:
+            await broker.startup()
+            stack.push_async_callback(broker.shutdown)
         registry = build_registry()
         http = build_http_client(EgressPolicy.from_setting(settings.treadle_egress_allow))
         stack.push_async_callback(http.aclose)

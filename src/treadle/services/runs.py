@@ -17,10 +17,9 @@ from treadle.errors import ConflictError, NotFoundError, ValidationError
 from treadle.models import Workflow, WorkflowEvent, WorkflowRun, WorkflowStep
 from treadle.models.base import utcnow
 from treadle.services.context import ServiceContext, owned_by
-from treadle.services.dagcache import dag_key
 from treadle.services.events import EventWriter
 from treadle.services.progress import cancel_open_steps, finish_run, settle
-from treadle.services.runtxn import RunTxn, after_commit, load_run_txn
+from treadle.services.runtxn import RunTxn, after_commit, dag_key, load_run_txn
 from treadle.services.views import EventView, Page, RunView, StepView, parse_input
 from treadle.services.workflows import check_page, load_workflow, parse_uuid
 
