@@ -26,6 +26,7 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests migrations bench chaos
 	$(BIN)/ruff format --check src tests migrations bench chaos
+	$(BIN)/lint-imports
 
 fmt: $(STAMP)
 	$(BIN)/ruff format src tests migrations bench chaos

@@ -22,11 +22,12 @@ from treadle.errors import RateLimitedError, TreadleError
 from treadle.graphiql import graphiql_assets
 from treadle.logging import configure_logging, request_id_var
 from treadle.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from treadle.resources import Resources, open_resources
+from treadle.resolvers.build import build_schema
+from treadle.resources import Resources
 from treadle.rest.routes import rest_routes
-from treadle.schema.build import build_schema
 from treadle.schema.context import TreadleGraphQL
 from treadle.settings import Settings
+from treadle.tasks.broker import open_runtime
 from treadle.tasks.reaper import run_reaper
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Resources]]:
-        async with open_resources(settings, embedded=embedded_worker) as resources:
+        async with open_runtime(settings, embedded=embedded_worker) as resources:
             if not embedded_worker:
                 yield {"resources": resources}
                 return

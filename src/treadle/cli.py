@@ -63,11 +63,11 @@ def _migrate(settings: Settings) -> int:
 
 
 def _seed(settings: Settings) -> int:
-    from treadle.resources import open_resources
     from treadle.seed import seed
+    from treadle.tasks.broker import open_runtime
 
     async def main() -> tuple[str, str]:
-        async with open_resources(settings, embedded=True) as resources:
+        async with open_runtime(settings, embedded=True) as resources:
             return await seed(resources)
 
     email, password = asyncio.run(main())

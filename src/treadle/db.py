@@ -33,14 +33,22 @@ def _sqlite_hooks(engine: AsyncEngine) -> None:
     event.listen(engine.sync_engine, "begin", _sqlite_begin)
 
 
-def build_engine(url: str, *, pool_size: int = 10) -> AsyncEngine:
-    """An async engine for ``url``; SQLite gets its pragmas and immediate transactions."""
+def build_engine(url: str, *, pool_size: int = 10, pool_timeout: float = 30.0) -> AsyncEngine:
+    """An async engine for ``url``; SQLite gets its pragmas and immediate transactions.
+
+    ``pool_timeout``: seconds a caller waits for a pooled connection before failing.
+    """
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
         _sqlite_hooks(engine)
         return engine
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_timeout=pool_timeout,
+        pool_pre_ping=True,
+        pool_recycle=1800,
     )
 
 

@@ -15,18 +15,15 @@ from taskiq import AsyncBroker
 from treadle.ai import build_model_client
 from treadle.db import SessionMaker, build_engine, build_sessionmaker
 from treadle.engine.ai import ModelClient
+from treadle.engine.dagcache import DagCache
 from treadle.engine.steps import StepRegistry, build_registry
 from treadle.engine.template import TemplateEngine
 from treadle.net.egress import EgressPolicy, build_http_client
 from treadle.pubsub import EventBus, MemoryEventBus, RedisEventBus
-from treadle.queue import StepQueue
+from treadle.queue import LocalTimers, StepQueue, TaskiqStepQueue
 from treadle.ratelimit import RateLimiter
-from treadle.security import PasswordHasher, TokenCodec
-from treadle.services.dagcache import DagCache
-from treadle.services.identity import IdentityCache
-from treadle.services.runtxn import LocalTimers
+from treadle.security import IdentityCache, PasswordHasher, TokenCodec
 from treadle.settings import Settings
-from treadle.tasks.broker import TaskiqStepQueue, build_broker
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +57,18 @@ class Resources:
 
 
 @contextlib.asynccontextmanager
-async def open_resources(
-    settings: Settings, *, broker: AsyncBroker | None = None, embedded: bool = False
-) -> AsyncIterator[Resources]:
-    """Open every client the process needs; close them all on exit."""
+async def open_resources(settings: Settings, *, broker: AsyncBroker) -> AsyncIterator[Resources]:
+    """Open every client the process needs; close them all on exit.
+
+    The entry point builds ``broker`` (``treadle.tasks.broker``: it knows the tasks, this
+    module knows none); it is started here unless it is a worker's, which taskiq starts.
+    """
     async with contextlib.AsyncExitStack() as stack:
-        engine = build_engine(settings.database_url, pool_size=settings.treadle_db_pool_size)
+        engine = build_engine(
+            settings.database_url,
+            pool_size=settings.treadle_db_pool_size,
+            pool_timeout=settings.treadle_db_pool_timeout_seconds,
+        )
         stack.push_async_callback(engine.dispose)
         redis: Redis | None = None
         bus: EventBus
@@ -82,11 +85,9 @@ async def open_resources(
             bus = redis_bus
         else:
             bus = MemoryEventBus()
-        if broker is None:
-            broker = build_broker(settings, embedded=embedded)
-            if not broker.is_worker_process:
-                await broker.startup()
-                stack.push_async_callback(broker.shutdown)
+        if not broker.is_worker_process:
+            await broker.startup()
+            stack.push_async_callback(broker.shutdown)
         registry = build_registry()
         http = build_http_client(EgressPolicy.from_setting(settings.treadle_egress_allow))
         stack.push_async_callback(http.aclose)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
@@ -118,3 +120,44 @@ def bearer_token(header: str | None) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
+
+
+MAX_TTL_SECONDS: Final = 5.0
+_Key = tuple[uuid.UUID, uuid.UUID]
+
+
+class IdentityCache:
+    """Current role per (user, tenant), or None for one that no longer exists; bounded LRU."""
+
+    def __init__(
+        self,
+        ttl_seconds: float = MAX_TTL_SECONDS,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl = min(ttl_seconds, MAX_TTL_SECONDS)
+        self._max = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[_Key, tuple[float, Role | None]] = OrderedDict()
+
+    def get(self, key: _Key) -> tuple[bool, Role | None]:
+        """``(found, role)``; an entry older than the ttl is not found."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return False, None
+        stored_at, role = entry
+        if self._clock() - stored_at >= self._ttl:
+            del self._entries[key]
+            return False, None
+        return True, role
+
+    def put(self, key: _Key, role: Role | None) -> None:
+        if self._ttl <= 0:
+            return
+        self._entries[key] = (self._clock(), role)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self._max:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -78,17 +78,17 @@ async def seed(resources: Resources) -> tuple[str, str]:
         user = (
             await ctx.session.execute(select(User).where(User.email == DEMO_EMAIL))
         ).scalar_one_or_none()
-        if user is None:
-            payload = {
-                "tenantName": "Demo",
-                "email": DEMO_EMAIL,
-                "password": DEMO_PASSWORD,
-                "name": "Demo Admin",
-            }
-            view = await auth.register(ctx, payload)
-            actor = Actor(view.user.id, view.tenant.id, Role.ADMIN)
-        else:
-            actor = Actor(user.id, user.tenant_id, Role(user.role))
+    if user is None:
+        payload = {
+            "tenantName": "Demo",
+            "email": DEMO_EMAIL,
+            "password": DEMO_PASSWORD,
+            "name": "Demo Admin",
+        }
+        view = await auth.register(resources, payload, client_ip=None)
+        actor = Actor(view.user.id, view.tenant.id, Role.ADMIN)
+    else:
+        actor = Actor(user.id, user.tenant_id, Role(user.role))
     async with open_service_context(resources, actor) as ctx:
         rows = await ctx.session.execute(
             select(Workflow.name).where(

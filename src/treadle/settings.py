@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     # Proxies (IPs/CIDRs) whose X-Forwarded-For names the client; empty = the peer is the client.
     treadle_trusted_proxies: str = ""
     treadle_db_pool_size: int = Field(default=10, gt=0)
+    treadle_db_pool_timeout_seconds: float = Field(default=30.0, gt=0)
     treadle_redis_max_connections: int = Field(default=200, gt=0)
     treadle_queue_name: str = "treadle:steps"
     treadle_stream_idle_seconds: float = Field(default=600.0, gt=0)

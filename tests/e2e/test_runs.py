@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -87,12 +88,18 @@ def test_branch_join_and_skip(api: Api, alice: Account, n: int, taken: str, skip
 
 def test_idempotency_key_returns_the_same_run(api: Api, alice: Account) -> None:
     workflow = api.create_workflow(alice.token, name="Once", definition=SIMPLE_DAG)
-    first = api.execute(alice.token, workflow["id"], {"n": 1}, key="order-42")
-    second = api.execute(alice.token, workflow["id"], {"n": 1}, key="order-42")
-    other = api.execute(alice.token, workflow["id"], {"n": 1}, key="order-43")
+    statuses: list[int] = []
+
+    def execute(key: str) -> Any:
+        run = api.execute(alice.token, workflow["id"], {"n": 1}, key=key)
+        statuses.append(getattr(api, "last_status", 0))  # GraphQL has no status to tell them by
+        return run
+
+    first, second, other = execute("order-42"), execute("order-42"), execute("order-43")
     assert first["id"] == second["id"] != other["id"]
+    assert second["createdAt"] == first["createdAt"]
     if api.kind == "rest":
-        assert api.last_status == 202  # type: ignore[union-attr]
+        assert statuses == [202, 200, 202]  # created, the same run again, created
     assert api.list_runs(alice.token, workflow["id"])["total"] == 2
 
 
@@ -243,15 +250,26 @@ def test_cancel_during_a_retry_wait(api: Api, alice: Account, sink: tuple[Sink, 
             "id": "call",
             "type": "HTTP_REQUEST",
             "config": {"url": f"{url}{path}"},
-            "retry": {"maxAttempts": 3, "backoffSeconds": 30},
+            "retry": {"maxAttempts": 3, "backoffSeconds": 2},
         }
     ]
     run = api.execute(alice.token, _flow(api, alice, nodes, []))
     wait_step(api, alice.token, run["id"], "call", "RETRYING")
     assert api.cancel(alice.token, run["id"])["status"] == "CANCELLED"
-    time.sleep(0.5)
+    events = api.events(alice.token, run["id"])
+    retry_at = datetime.fromisoformat(
+        next(e for e in events if e["type"] == "STEP_RETRYING")["data"]["retryAt"]
+    )
+    cancelled_at = datetime.fromisoformat(events[-1]["createdAt"])
+    assert events[-1]["type"] == "RUN_CANCELLED"
+    assert cancelled_at < retry_at, "the cancel came after the retry was due: nothing to show"
+    # Wait until well after the retry was due: a retry that survived the cancel has run by then.
+    time.sleep(max(0.0, (retry_at - datetime.now(UTC)).total_seconds()) + 3)
     assert len([r for r in recorder.requests if r.path == path]) == 1
     assert steps_by_node(api.get_run(alice.token, run["id"]))["call"]["status"] == "CANCELLED"
+    after = [e["type"] for e in api.events(alice.token, run["id"])]
+    assert after.count("STEP_STARTED") == 1
+    assert after[-1] == "RUN_CANCELLED"
 
 
 def test_graphql_run_lists_carry_their_steps(server: str) -> None:

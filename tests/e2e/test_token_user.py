@@ -26,7 +26,7 @@ from tests.support.client import Api, ApiError, GraphQLApi, RestApi, unique_emai
 from tests.support.live import LiveServer
 from tests.support.ws import GraphQLWs, WsClosedError
 from treadle.models import User
-from treadle.services.identity import IdentityCache
+from treadle.security import IdentityCache
 from treadle.settings import Settings
 
 CACHE_SECONDS = 1.0

@@ -32,12 +32,13 @@ from treadle.errors import RateLimitedError
 from treadle.models import Tenant, Workflow, WorkflowRun
 from treadle.models.base import utcnow
 from treadle.pubsub import RESYNC, MemoryEventBus, RedisEventBus, run_channel
-from treadle.resources import Resources, open_resources
+from treadle.resources import Resources
 from treadle.services.events import EventWriter, publish_events
 from treadle.services.follow import follow_events
 from treadle.services.progress import lock_run
 from treadle.services.views import EventView
 from treadle.settings import Settings
+from treadle.tasks.broker import open_runtime
 from treadle.tenancy import SYSTEM, transaction
 
 PASSWORD = "correct horse battery"
@@ -138,7 +139,7 @@ async def local(sqlite_url: str, tmp_path: Path) -> AsyncIterator[tuple[Resource
     settings = make_settings(
         sqlite_url, tmp_path, treadle_subscriber_buffer=4, treadle_subscriber_poll_seconds=30
     )
-    async with open_resources(settings, embedded=True) as res:
+    async with open_runtime(settings, embedded=True) as res:
         owner = Owner(uuid.uuid4(), uuid.uuid4())
         async with transaction(res, SYSTEM) as session:
             session.add(Tenant(id=owner.tenant_id, name="Local"))
@@ -294,7 +295,7 @@ async def fanout(
     fanout_settings: Settings, fanout_server: tuple[str, StateCapture, Owner]
 ) -> AsyncIterator[Fanout]:
     url, capture, owner = fanout_server
-    async with open_resources(fanout_settings) as writer:
+    async with open_runtime(fanout_settings) as writer:
         yield Fanout(url, capture, writer, owner)
 
 

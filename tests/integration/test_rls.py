@@ -12,10 +12,11 @@ from sqlalchemy.exc import DBAPIError
 
 from tests.conftest import make_settings
 from treadle.models import Workflow
-from treadle.resources import Resources, open_resources
+from treadle.resources import Resources
 from treadle.security import Actor, Role
 from treadle.services import auth, workflows
 from treadle.services.context import open_service_context
+from treadle.tasks.broker import open_runtime
 from treadle.tenancy import SYSTEM, transaction
 
 pytestmark = pytest.mark.postgres
@@ -26,7 +27,7 @@ DAG = {"nodes": [{"id": "a", "type": "TRANSFORM", "config": {"output": {}}}], "e
 
 @pytest.fixture
 async def resources(pg_url: str, tmp_path: Path) -> AsyncIterator[Resources]:
-    async with open_resources(make_settings(pg_url, tmp_path), embedded=True) as res:
+    async with open_runtime(make_settings(pg_url, tmp_path), embedded=True) as res:
         yield res
 
 
@@ -37,8 +38,7 @@ async def _tenant(resources: Resources, name: str) -> Actor:
         "password": "long enough password",
         "name": name,
     }
-    async with open_service_context(resources, None) as ctx:
-        view = await auth.register(ctx, payload)
+    view = await auth.register(resources, payload, client_ip=None)
     actor = Actor(view.user.id, view.tenant.id, Role.ADMIN)
     async with open_service_context(resources, actor) as ctx:
         await workflows.create_workflow(ctx, {"name": f"{name} flow", "definition": DAG})

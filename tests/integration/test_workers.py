@@ -31,9 +31,9 @@ from tests.fakes.sink import Recorded, Sink
 from tests.support.client import RestApi, unique_email
 from tests.support.live import LiveServer, WorkerProcess
 from treadle.queue import StepRef
-from treadle.resources import open_resources
 from treadle.services.execution import advance_step
 from treadle.settings import Settings
+from treadle.tasks.broker import open_runtime
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
 
@@ -336,7 +336,7 @@ async def _redeliver(settings: Settings, refs: list[StepRef]) -> None:
 
     In-process calls take both paths: with the message's ref, and looking the step up.
     """
-    async with open_resources(settings) as resources:
+    async with open_runtime(settings) as resources:
         await resources.queue.enqueue(refs)
         await resources.queue.enqueue(refs)
         for ref in refs:
@@ -379,7 +379,7 @@ def test_duplicate_deliveries_after_completion_change_nothing(
 
 async def _race(settings: Settings, ref: StepRef, contenders: int) -> None:
     """``contenders`` deliveries of one step at once, half carrying the ref, half looking it up."""
-    async with open_resources(settings) as resources:
+    async with open_runtime(settings) as resources:
         await asyncio.gather(
             *(
                 advance_step(resources, ref.step_id, ref=ref if i % 2 else None)

@@ -21,18 +21,23 @@ from treadle.services import auth, runs, workflows
 class Mutation:
     @strawberry.mutation
     async def register(self, info: Info, input: RegisterInput) -> AuthPayload:
-        async with info.context.service(anonymous=True) as ctx:
-            return AuthPayload.from_view(await auth.register(ctx, as_payload(input)))
+        context = info.context
+        view = await auth.register(
+            context.resources, as_payload(input), client_ip=context.client_ip
+        )
+        return AuthPayload.from_view(view)
 
     @strawberry.mutation
     async def login(self, info: Info, input: LoginInput) -> AuthPayload:
-        async with info.context.service(anonymous=True) as ctx:
-            return AuthPayload.from_view(await auth.login(ctx, as_payload(input)))
+        context = info.context
+        view = await auth.login(context.resources, as_payload(input), client_ip=context.client_ip)
+        return AuthPayload.from_view(view)
 
     @strawberry.mutation
     async def create_user(self, info: Info, input: CreateUserInput) -> User:
-        async with info.context.service() as ctx:
-            return User.from_view(await auth.create_user(ctx, as_payload(input)))
+        context = info.context
+        actor = await context.caller()
+        return User.from_view(await auth.create_user(context.resources, actor, as_payload(input)))
 
     @strawberry.mutation
     async def create_workflow(self, info: Info, input: WorkflowInput) -> Workflow:

@@ -16,9 +16,9 @@ from treadle.resources import Resources
 from treadle.rest.openapi import openapi_json
 from treadle.rest.params import parse_int
 from treadle.rest.stream import stream_run_events
-from treadle.security import bearer_token
+from treadle.security import Actor, bearer_token
 from treadle.services import auth, runs, workflows
-from treadle.services.context import ServiceContext, open_service_context
+from treadle.services.context import ServiceContext, count_api_call, open_service_context
 from treadle.services.health import check_health
 from treadle.services.views import Page
 
@@ -31,14 +31,24 @@ def _resources(request: Request) -> Resources:
 
 
 @contextlib.asynccontextmanager
-async def _service(request: Request, *, anonymous: bool = False) -> AsyncIterator[ServiceContext]:
-    resources = _resources(request)
-    actor = None
-    if not anonymous:
-        actor = resources.tokens.authenticate(bearer_token(request.headers.get("authorization")))
-    client_ip = request.client.host if request.client else None
-    async with open_service_context(resources, actor, client_ip=client_ip) as ctx:
+async def _service(request: Request) -> AsyncIterator[ServiceContext]:
+    actor = await _caller(request)
+    async with open_service_context(
+        _resources(request), actor, client_ip=_client_ip(request)
+    ) as ctx:
         yield ctx
+
+
+async def _caller(request: Request) -> Actor:
+    """The authenticated caller, counted once against the tenant's API rate limit."""
+    resources = _resources(request)
+    actor = resources.tokens.authenticate(bearer_token(request.headers.get("authorization")))
+    await count_api_call(resources, actor)
+    return actor
+
+
+def _client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
 
 
 async def _body(request: Request) -> dict[str, Any]:
@@ -70,22 +80,19 @@ def _page(page: Page[Any]) -> dict[str, Any]:
 
 async def register(request: Request) -> Response:
     body = await _body(request)
-    async with _service(request, anonymous=True) as ctx:
-        view = await auth.register(ctx, body)
+    view = await auth.register(_resources(request), body, client_ip=_client_ip(request))
     return JSONResponse(view.to_json(), status_code=201)
 
 
 async def login(request: Request) -> Response:
     body = await _body(request)
-    async with _service(request, anonymous=True) as ctx:
-        view = await auth.login(ctx, body)
+    view = await auth.login(_resources(request), body, client_ip=_client_ip(request))
     return JSONResponse(view.to_json())
 
 
 async def create_user(request: Request) -> Response:
     body = await _body(request)
-    async with _service(request) as ctx:
-        view = await auth.create_user(ctx, body)
+    view = await auth.create_user(_resources(request), await _caller(request), body)
     return JSONResponse(view.to_json(), status_code=201)
 
 

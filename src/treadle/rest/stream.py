@@ -21,7 +21,7 @@ from treadle.resources import Resources
 from treadle.rest.params import parse_int
 from treadle.security import bearer_token
 from treadle.services import runs
-from treadle.services.context import open_service_context
+from treadle.services.context import count_api_call, open_service_context
 from treadle.services.follow import Item, follow_events
 from treadle.services.views import EventView
 
@@ -66,6 +66,7 @@ async def stream_run_events(request: Request) -> Response:
     # EventSource in browsers cannot set headers, hence ?token= as well.
     token = bearer_token(request.headers.get("authorization")) or request.query_params.get("token")
     actor = resources.tokens.authenticate(token)
+    await count_api_call(resources, actor)
     after = max(
         _seq_param(request.query_params.get("afterSeq"), "afterSeq"),
         _seq_param(request.headers.get("last-event-id"), "Last-Event-ID"),

@@ -2,8 +2,10 @@
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,10 +25,11 @@ from strawberry.types.unset import UNSET, UnsetType
 from treadle.errors import TreadleError
 from treadle.graphiql import graphiql_page
 from treadle.resources import Resources
+from treadle.schema.loaders import EventsKey, RunsKey, events_loader, runs_loader
 from treadle.security import Actor, bearer_token
 from treadle.services import runs
-from treadle.services.context import ServiceContext, open_service_context
-from treadle.services.views import StepView
+from treadle.services.context import ServiceContext, count_api_call, open_service_context
+from treadle.services.views import EventView, Page, RunView, StepView
 
 
 @dataclass
@@ -45,11 +48,21 @@ class GraphQLContext:
         if self._steps is None:
 
             async def load(run_ids: list[uuid.UUID]) -> list[tuple[StepView, ...]]:
-                async with self.service() as ctx:
+                async with self.uncounted_service() as ctx:
                     return await runs.list_steps(ctx, run_ids)
 
             self._steps = DataLoader(load_fn=load, cache=False)
         return self._steps
+
+    @functools.cached_property
+    def runs_loader(self) -> DataLoader[RunsKey, Page[RunView]]:
+        """Batches ``Workflow.runs`` of a page of workflows (see ``schema.loaders``)."""
+        return runs_loader(self.uncounted_service)
+
+    @functools.cached_property
+    def events_loader(self) -> DataLoader[EventsKey, list[EventView]]:
+        """Batches ``Run.events`` of a page of runs (see ``schema.loaders``)."""
+        return events_loader(self.uncounted_service)
 
     @property
     def actor(self) -> Actor:
@@ -58,13 +71,26 @@ class GraphQLContext:
             self._actor = self.resources.tokens.authenticate(self.token)
         return self._actor
 
+    @property
+    def client_ip(self) -> str | None:
+        return self.request.client.host if self.request.client else None
+
+    async def caller(self) -> Actor:
+        """The verified caller, counted once against the tenant's API rate limit."""
+        await count_api_call(self.resources, self.actor)
+        return self.actor
+
     @contextlib.asynccontextmanager
     async def service(self, *, anonymous: bool = False) -> AsyncIterator[ServiceContext]:
-        actor = None if anonymous else self.actor
-        client = self.request.client
-        client_ip = client.host if client else None
-        async with open_service_context(self.resources, actor, client_ip=client_ip) as ctx:
+        """For a root field: one count against the API rate limit, so aliases count one by
+        one. Nested fields go through the loaders, which do not count again."""
+        actor = None if anonymous else await self.caller()
+        async with open_service_context(self.resources, actor, client_ip=self.client_ip) as ctx:
             yield ctx
+
+    def uncounted_service(self) -> AbstractAsyncContextManager[ServiceContext]:
+        """The caller's service context without a rate-limit count (for the loaders)."""
+        return open_service_context(self.resources, self.actor, client_ip=self.client_ip)
 
 
 Info = StrawberryInfo[GraphQLContext, None]

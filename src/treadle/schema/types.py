@@ -1,5 +1,6 @@
 """Object types: the REST shapes, camelCase in the schema."""
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -10,7 +11,6 @@ from treadle.engine.states import RunStatus as RunStatusEnum
 from treadle.engine.states import StepStatus as StepStatusEnum
 from treadle.schema.context import Info
 from treadle.security import Role as RoleEnum
-from treadle.services import runs as run_service
 from treadle.services.health import HealthView
 from treadle.services.views import (
     AuthView,
@@ -183,8 +183,7 @@ class Run:
     async def events(
         self, info: Info, after_seq: int | None = 0, limit: int | None = 100
     ) -> list[RunEvent]:
-        async with info.context.service() as ctx:
-            events = await run_service.list_events(ctx, str(self.id), after_seq, limit)
+        events = await info.context.events_loader.load((self.view.id, after_seq, limit))
         return [RunEvent.from_view(event) for event in events]
 
 
@@ -235,11 +234,8 @@ class Workflow:
         page: int | None = 1,
         page_size: int | None = 20,
     ) -> RunPage:
-        async with info.context.service() as ctx:
-            result = await run_service.list_runs(
-                ctx, str(self.id), status.value if status else None, page, page_size
-            )
-        return RunPage.from_page(result)
+        key = (uuid.UUID(self.id), status.value if status else None, page, page_size)
+        return RunPage.from_page(await info.context.runs_loader.load(key))
 
 
 @strawberry.type

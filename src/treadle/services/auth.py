@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from treadle.errors import ConflictError, PermissionDeniedError, UnauthenticatedError
 from treadle.models import Tenant, User
 from treadle.security import Actor, Role
-from treadle.services.context import ServiceContext, owned_by
+from treadle.services.context import ServiceContext, open_service_context, owned_by
 from treadle.services.views import AuthView, TenantView, UserView, parse_input
+
+if TYPE_CHECKING:
+    from treadle.resources import Resources
 
 Email = Annotated[
     str,
@@ -51,40 +54,61 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
-async def register(ctx: ServiceContext, data: object) -> AuthView:
-    """Create a tenant and its first user (an ADMIN); return a token for that user."""
+async def register(resources: Resources, data: object, *, client_ip: str | None) -> AuthView:
+    """Create a tenant and its first user (an ADMIN); return a token for that user.
+
+    Takes ``resources``, not a context: it opens its own short transactions, so the password
+    is hashed (argon2, 64 MiB) with no pooled connection held.
+    """
     args = parse_input(RegisterInput, data)
-    limiter = ctx.resources.limiter
-    await limiter.hit(limiter.limits.register_per_ip, "register-ip", ctx.client_ip or "-")
+    limiter = resources.limiter
+    await limiter.hit(limiter.limits.register_per_ip, "register-ip", client_ip or "-")
     tenant = Tenant(id=uuid.uuid4(), name=args.tenant_name)
-    user = await _add_user(ctx, tenant.id, args.email, args.password, args.name, Role.ADMIN, tenant)
-    return _auth_view(ctx, user, tenant)
+    user = await _add_user(resources, None, tenant.id, args, Role.ADMIN, tenant)
+    return _auth_view(resources, UserView.of(user), TenantView.of(tenant))
 
 
-async def login(ctx: ServiceContext, data: object) -> AuthView:
-    """Check a password; an unknown email and a wrong password fail alike, in similar time."""
+async def login(resources: Resources, data: object, *, client_ip: str | None) -> AuthView:
+    """Check a password; an unknown email and a wrong password fail alike, in similar time.
+
+    The user is read in one short transaction and the password verified with no connection
+    held; an outdated hash is replaced in a second transaction.
+    """
     args = parse_input(LoginInput, data)
     email = normalise_email(args.email)
-    limiter = ctx.resources.limiter
-    await limiter.hit(limiter.limits.login_per_ip, "login-ip", ctx.client_ip or "-")
+    limiter = resources.limiter
+    await limiter.hit(limiter.limits.login_per_ip, "login-ip", client_ip or "-")
     await limiter.hit(limiter.limits.login_per_email, "login-email", email)
-    user = (await ctx.session.execute(select(User).where(User.email == email))).scalar_one_or_none()
+    async with open_service_context(resources, None, client_ip=client_ip) as ctx:
+        found = await ctx.session.execute(select(User).where(User.email == email))
+        user = found.scalar_one_or_none()
+        tenant = await ctx.session.get_one(Tenant, user.tenant_id) if user else None
     stored = user.password_hash if user else None
-    if not await ctx.resources.hasher.verify(args.password, stored) or user is None:
+    verified = await resources.hasher.verify(args.password, stored)
+    if not verified or user is None or tenant is None:
         raise UnauthenticatedError(LOGIN_FAILED)
-    if ctx.resources.hasher.needs_update(user.password_hash):
-        user.password_hash = await ctx.resources.hasher.hash(args.password)
-    tenant = await ctx.session.get_one(Tenant, user.tenant_id)
-    return _auth_view(ctx, user, tenant)
+    if resources.hasher.needs_update(user.password_hash):
+        await _rehash(resources, user, await resources.hasher.hash(args.password))
+    return _auth_view(resources, UserView.of(user), TenantView.of(tenant))
 
 
-async def create_user(ctx: ServiceContext, data: object) -> UserView:
-    """Add a user to the caller's tenant (ADMIN only)."""
-    actor = ctx.require_actor()
+async def _rehash(resources: Resources, user: User, new_hash: str) -> None:
+    # Only if the hash is still the one verified: a password changed meanwhile stays changed.
+    stmt = (
+        update(User)
+        .where(User.id == user.id, User.password_hash == user.password_hash)
+        .values(password_hash=new_hash)
+    )
+    async with open_service_context(resources, None) as ctx:
+        await ctx.session.execute(stmt)
+
+
+async def create_user(resources: Resources, actor: Actor, data: object) -> UserView:
+    """Add a user to the caller's tenant (ADMIN only); hashes with no connection held."""
     if actor.role is not Role.ADMIN:
         raise PermissionDeniedError("only an ADMIN can create users")
     args = parse_input(CreateUserInput, data)
-    user = await _add_user(ctx, actor.tenant_id, args.email, args.password, args.name, args.role)
+    user = await _add_user(resources, actor, actor.tenant_id, args, args.role)
     return UserView.of(user)
 
 
@@ -98,51 +122,47 @@ async def get_me(ctx: ServiceContext) -> UserView:
     return UserView.of(user)
 
 
-async def _email_taken(ctx: ServiceContext, email: str) -> bool:
+async def _email_taken(resources: Resources, email: str) -> bool:
     # Checked before hashing, so a duplicate costs no argon2 work; the unique index still decides.
+    # Emails are unique across tenants: the count is not scoped to the caller's tenant.
     stmt = select(func.count()).select_from(User).where(User.email == email)
-    return bool((await ctx.session.execute(stmt)).scalar_one())
+    async with open_service_context(resources, None) as ctx:
+        return bool((await ctx.session.execute(stmt)).scalar_one())
 
 
 async def _add_user(
-    ctx: ServiceContext,
+    resources: Resources,
+    actor: Actor | None,
     tenant_id: uuid.UUID,
-    email: str,
-    password: str,
-    name: str,
+    args: RegisterInput | CreateUserInput,
     role: Role,
     tenant: Tenant | None = None,
 ) -> User:
-    email = normalise_email(email)
-    if await _email_taken(ctx, email):
+    email = normalise_email(args.email)
+    if await _email_taken(resources, email):
         raise ConflictError("a user with this email already exists")
     user = User(
         id=uuid.uuid4(),
         tenant_id=tenant_id,
         email=email,
-        name=name,
+        name=args.name,
         role=role.value,
-        password_hash=await ctx.resources.hasher.hash(password),
+        password_hash=await resources.hasher.hash(args.password),  # no connection held
     )
     try:
-        async with ctx.session.begin_nested():
+        async with open_service_context(resources, actor) as ctx:
             if tenant is not None:
                 ctx.session.add(tenant)
                 await ctx.session.flush()
             ctx.session.add(user)
-            await ctx.session.flush()
     except IntegrityError as exc:
         raise ConflictError("a user with this email already exists") from exc
     return user
 
 
-def _auth_view(ctx: ServiceContext, user: User, tenant: Tenant) -> AuthView:
+def _auth_view(resources: Resources, user: UserView, tenant: TenantView) -> AuthView:
     actor = Actor(user_id=user.id, tenant_id=tenant.id, role=Role(user.role))
-    return AuthView(
-        token=ctx.resources.tokens.issue(actor),
-        user=UserView.of(user),
-        tenant=TenantView.of(tenant),
-    )
+    return AuthView(token=resources.tokens.issue(actor), user=user, tenant=tenant)
 
 
 __all__ = ["create_user", "get_me", "login", "register"]

@@ -45,20 +45,24 @@ async def open_service_context(
 ) -> AsyncIterator[ServiceContext]:
     """One transaction: committed when the block succeeds, then the after-commit hooks run.
 
-    Every authenticated call counts against its tenant's API rate limit first, then runs as
-    the user is now (current role; refused when the user or tenant is gone), not as the token
-    says.
+    An authenticated call runs as the user is now (current role; refused when the user or
+    tenant is gone), not as the token says. It counts against no rate limit: adapters call
+    ``count_api_call`` once per request.
     """
     tenant_id = actor.tenant_id if actor is not None else SYSTEM
-    if actor is not None:
-        limiter = resources.limiter
-        await limiter.hit(limiter.limits.api_per_tenant, "api", str(actor.tenant_id))
     async with transaction(resources, tenant_id) as session:
         if actor is not None:
             actor = await current_actor(session, resources.identities, actor)
         ctx = ServiceContext(resources=resources, session=session, actor=actor, client_ip=client_ip)
         yield ctx
     await run_after_commit(ctx.on_commit)
+
+
+async def count_api_call(resources: Resources, actor: Actor) -> None:
+    """One hit on the tenant's API rate limit: once per REST request, once per GraphQL root
+    field (so aliases count one by one); RATE_LIMITED when the tenant is over it."""
+    limiter = resources.limiter
+    await limiter.hit(limiter.limits.api_per_tenant, "api", str(actor.tenant_id))
 
 
 async def run_after_commit(hooks: list[AfterCommit]) -> None:

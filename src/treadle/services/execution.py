@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 
+from treadle.engine.dagcache import DagKey
 from treadle.engine.executor import Outcome, execute_step
 from treadle.engine.json import JSONObject
 from treadle.engine.retry import can_retry
@@ -30,10 +31,9 @@ from treadle.models import WorkflowStep
 from treadle.models.base import utcnow
 from treadle.pubsub import run_channel
 from treadle.queue import StepRef
-from treadle.services.dagcache import DagKey, dag_key
 from treadle.services.outcome import apply_outcome, fail_step
 from treadle.services.progress import settle, template_context
-from treadle.services.runtxn import RunTxn, open_run_txn
+from treadle.services.runtxn import RunTxn, dag_key, open_run_txn
 from treadle.tenancy import SYSTEM, transaction
 
 if TYPE_CHECKING:

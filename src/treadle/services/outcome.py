@@ -12,9 +12,8 @@ from treadle.engine.retry import backoff_seconds, can_retry
 from treadle.engine.states import EventType, StepStatus, transition
 from treadle.models import WorkflowStep
 from treadle.redact import scrub_text
-from treadle.services.dagcache import dag_key
 from treadle.services.progress import settle
-from treadle.services.runtxn import RunTxn
+from treadle.services.runtxn import RunTxn, dag_key
 
 if TYPE_CHECKING:
     from treadle.resources import Resources

@@ -17,10 +17,9 @@ from treadle.errors import ConflictError, NotFoundError, ValidationError
 from treadle.models import Workflow, WorkflowEvent, WorkflowRun, WorkflowStep
 from treadle.models.base import utcnow
 from treadle.services.context import ServiceContext, owned_by
-from treadle.services.dagcache import dag_key
 from treadle.services.events import EventWriter
 from treadle.services.progress import cancel_open_steps, finish_run, settle
-from treadle.services.runtxn import RunTxn, after_commit, load_run_txn
+from treadle.services.runtxn import RunTxn, after_commit, dag_key, load_run_txn
 from treadle.services.views import EventView, Page, RunView, StepView, parse_input
 from treadle.services.workflows import check_page, load_workflow, parse_uuid
 
@@ -179,9 +178,7 @@ async def list_runs(
     base = owned_by(select(WorkflowRun), WorkflowRun, actor)
     if workflow_id is not None:
         base = base.where(WorkflowRun.workflow_id == await _workflow_key(ctx, workflow_id))
-    if status is not None:
-        if status not in RunStatus.__members__:
-            raise ValidationError(f"unknown status {status!r}", fields={"status": "unknown"})
+    if check_status(status) is not None:
         base = base.where(WorkflowRun.status == status)
     total = (await ctx.session.execute(select(func.count()).select_from(base.subquery()))).scalar()
     rows = await ctx.session.execute(
@@ -191,6 +188,13 @@ async def list_runs(
     )
     items = tuple(RunView.of(row) for row in rows.scalars())
     return Page(items=items, page=page, page_size=page_size, total=int(total or 0))
+
+
+def check_status(status: str | None) -> str | None:
+    """Validate a run status filter (None means any)."""
+    if status is not None and status not in RunStatus.__members__:
+        raise ValidationError(f"unknown status {status!r}", fields={"status": "unknown"})
+    return status
 
 
 async def _workflow_key(ctx: ServiceContext, workflow_id: str) -> uuid.UUID:
@@ -208,20 +212,25 @@ async def list_events(
 ) -> list[EventView]:
     """Stored events with ``seq > after_seq``, in order (None means the default)."""
     run = await _load_run(ctx, run_id)
-    return await read_events(
-        ctx, run.id, 0 if after_seq is None else after_seq, 100 if limit is None else limit
-    )
+    return await read_events(ctx, run.id, *check_events_window(after_seq, limit))
 
 
-async def read_events(
-    ctx: ServiceContext, run_id: uuid.UUID, after_seq: int, limit: int
-) -> list[EventView]:
+def check_events_window(after_seq: int | None, limit: int | None) -> tuple[int, int]:
+    """Validate ``afterSeq`` and ``limit`` of an events page; None means the default."""
+    after_seq = 0 if after_seq is None else after_seq
+    limit = 100 if limit is None else limit
     if after_seq < 0:
         raise ValidationError("afterSeq must be >= 0", fields={"afterSeq": "must be >= 0"})
     if not 1 <= limit <= MAX_EVENTS_PAGE:
         raise ValidationError(
             f"limit must be between 1 and {MAX_EVENTS_PAGE}", fields={"limit": "out of range"}
         )
+    return after_seq, limit
+
+
+async def read_events(
+    ctx: ServiceContext, run_id: uuid.UUID, after_seq: int, limit: int
+) -> list[EventView]:
     rows = await ctx.session.execute(
         select(WorkflowEvent)
         .where(WorkflowEvent.run_id == run_id, WorkflowEvent.seq > after_seq)

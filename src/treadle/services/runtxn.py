@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from treadle.db import AsyncSession
+from treadle.engine.dagcache import DagKey
 from treadle.models import WorkflowRun, WorkflowStep
-from treadle.models.base import utcnow
 from treadle.queue import StepRef
 from treadle.services.events import EventWriter, publish_events
 from treadle.services.progress import load_steps, lock_run
@@ -23,8 +22,6 @@ if TYPE_CHECKING:
     from treadle.resources import Resources
 
 logger = logging.getLogger(__name__)
-
-StepEnqueue = Callable[[Sequence[StepRef]], Awaitable[None]]
 
 
 @dataclass(slots=True)
@@ -50,6 +47,11 @@ async def open_run_txn(
     await after_commit(resources, txn.run.tenant_id, txn)
 
 
+def dag_key(run: WorkflowRun) -> DagKey:
+    """The key of the run's definition in ``Resources.dags``: its workflow and version."""
+    return (run.workflow_id, run.workflow_version)
+
+
 async def load_run_txn(session: AsyncSession, resources: Resources, run_id: uuid.UUID) -> RunTxn:
     """Within ``session``'s transaction: lock the run and load its steps."""
     run = await lock_run(session, run_id, postgres=resources.is_postgres)
@@ -70,40 +72,3 @@ async def after_commit(resources: Resources, tenant_id: uuid.UUID, txn: RunTxn) 
         logger.warning("enqueue failed; the reaper will dispatch", exc_info=True)
     for step_id, at in txn.timers:
         resources.timers.schedule(at, StepRef(step_id, run_id, tenant_id))
-
-
-class LocalTimers:
-    """Enqueue steps at a given time from this process; cancelled on shutdown."""
-
-    def __init__(self, enqueue: StepEnqueue) -> None:
-        self._enqueue = enqueue
-        self._handles: set[asyncio.TimerHandle] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def schedule(self, at: datetime, step: StepRef) -> None:
-        delay = max(0.0, (at - utcnow()).total_seconds())
-        if delay > 300:
-            return  # far-off wake-ups are the reaper's job
-        loop = asyncio.get_running_loop()
-        handle: asyncio.TimerHandle | None = None
-
-        def fire() -> None:
-            if handle is not None:
-                self._handles.discard(handle)
-            task = loop.create_task(self._send(step))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-        handle = loop.call_later(delay, fire)
-        self._handles.add(handle)
-
-    async def _send(self, step: StepRef) -> None:
-        try:
-            await self._enqueue([step])
-        except Exception:
-            logger.warning("timer enqueue failed; the reaper will dispatch", exc_info=True)
-
-    def close(self) -> None:
-        for handle in self._handles:
-            handle.cancel()
-        self._handles.clear()

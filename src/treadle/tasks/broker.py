@@ -1,4 +1,10 @@
-"""Broker construction for the API, the worker and embedded mode."""
+"""The Taskiq side: the ``treadle.run_step`` task, and the brokers that carry it.
+
+Entry points build the broker here and hand it to ``open_resources``: the API and one-off
+commands through ``open_runtime``, the worker through ``create_broker`` (``taskiq worker``).
+``treadle.resources`` never imports this module, so services, which the task calls, never
+import themselves back through it.
+"""
 
 from __future__ import annotations
 
@@ -6,30 +12,24 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncGenerator, Sequence
-from typing import Any, Final
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from taskiq import (
-    AckableMessage,
-    AsyncBroker,
-    AsyncTaskiqDecoratedTask,
-    Context,
-    InMemoryBroker,
-    TaskiqDepends,
-)
+from taskiq import AckableMessage, AsyncBroker, Context, InMemoryBroker, TaskiqDepends
 from taskiq.events import TaskiqEvents
 from taskiq.state import TaskiqState
 from taskiq_redis import RedisStreamBroker
 
-from treadle.queue import StepRef
+from treadle.logging import configure_logging
+from treadle.queue import RUN_STEP, StepRef
+from treadle.resources import Resources, open_resources
+from treadle.services.execution import advance_step
 from treadle.settings import Settings
+from treadle.tasks.reaper import run_reaper
 
 logger = logging.getLogger(__name__)
-
-RUN_STEP: Final = "treadle.run_step"
 
 
 async def run_step(
@@ -39,8 +39,6 @@ async def run_step(
     context: Context = TaskiqDepends(),  # noqa: B008 - taskiq's dependency marker
 ) -> None:
     """Advance one workflow step; the whole decision is made under a database lock."""
-    from treadle.services.execution import advance_step  # imported late: keeps the CLI light
-
     ref = None
     if run_id and tenant_id:
         ref = StepRef(uuid.UUID(step_id), uuid.UUID(run_id), uuid.UUID(tenant_id))
@@ -90,26 +88,16 @@ def build_broker(settings: Settings, *, embedded: bool) -> AsyncBroker:
     return broker
 
 
-class TaskiqStepQueue:
-    """``StepQueue`` over a Taskiq broker."""
-
-    def __init__(self, broker: AsyncBroker) -> None:
-        task = broker.find_task(RUN_STEP)
-        if task is None:
-            raise RuntimeError("broker has no run_step task")
-        self._task: AsyncTaskiqDecoratedTask[Any, Any] = task
-
-    async def enqueue(self, steps: Sequence[StepRef]) -> None:
-        for step in steps:
-            await self._task.kiq(str(step.step_id), str(step.run_id), str(step.tenant_id))
+@contextlib.asynccontextmanager
+async def open_runtime(settings: Settings, *, embedded: bool = False) -> AsyncIterator[Resources]:
+    """``open_resources`` over a new broker that knows ``treadle.run_step``: for the API,
+    embedded mode (whose in-process broker runs the steps) and one-off commands."""
+    async with open_resources(settings, broker=build_broker(settings, embedded=embedded)) as res:
+        yield res
 
 
 def create_broker() -> AsyncBroker:
     """Entry point of ``taskiq worker``: builds settings, broker and, on start, resources."""
-    from treadle.logging import configure_logging
-    from treadle.resources import open_resources
-    from treadle.tasks.reaper import run_reaper
-
     settings = Settings()
     configure_logging(settings.log_level, secrets=[settings.jwt_secret, settings.openai_api_key])
     broker = build_broker(settings, embedded=False)

@@ -8,6 +8,8 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from treadle.services.dispatch import dispatch_due
+
 if TYPE_CHECKING:
     from treadle.resources import Resources
 
@@ -15,8 +17,6 @@ logger = logging.getLogger(__name__)
 
 
 async def _loop(resources: Resources) -> None:
-    from treadle.services.dispatch import dispatch_due
-
     interval = resources.settings.treadle_reaper_interval_seconds
     while True:
         try:

@@ -12,12 +12,13 @@ from collections import OrderedDict
 from treadle.engine.dag import Dag, parse_definition
 from treadle.engine.json import JSONObject
 from treadle.engine.steps import StepRegistry
-from treadle.models import WorkflowRun
 
 DagKey = tuple[uuid.UUID, int]  # (workflow id, workflow version)
 
 
 class DagCache:
+    """A bounded LRU of parsed definitions, keyed by (workflow id, workflow version)."""
+
     def __init__(self, registry: StepRegistry, size: int = 2048) -> None:
         self._registry = registry
         self._size = size
@@ -33,7 +34,3 @@ class DagCache:
         else:
             self._items.move_to_end(key)
         return dag
-
-
-def dag_key(run: WorkflowRun) -> DagKey:
-    return (run.workflow_id, run.workflow_version)

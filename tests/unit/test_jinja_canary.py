@@ -1,0 +1,71 @@
+"""Canary: fails when Jinja2 gains (or loses) filters, tests, globals or node types.
+
+The sandbox (``treadle.engine.sandbox``) was reviewed against exactly the names below: which
+filters are charged by input size, which tests compare (and so walk) their arguments, which
+globals are replaced, and which tags are rejected when compiling. A Jinja2 upgrade that adds
+any of these reaches templates without that review, so this test stops it. To pass again,
+review the new names in the sandbox (charge, wrap, drop or reject them), then add them here.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import jinja2
+from jinja2 import defaults, filters, nodes, tests
+
+REVIEWED_FILTERS = frozenset(
+    {"abs", "attr", "batch", "capitalize", "center", "count", "d", "default", "dictsort", "e"}
+    | {"escape", "filesizeformat", "first", "float", "forceescape", "format", "groupby"}
+    | {"indent", "int", "items", "join", "last", "length", "list", "lower", "map", "max"}
+    | {"min", "pprint", "random", "reject", "rejectattr", "replace", "reverse", "round"}
+    | {"safe", "select", "selectattr", "slice", "sort", "string", "striptags", "sum", "title"}
+    | {"tojson", "trim", "truncate", "unique", "upper", "urlencode", "urlize", "wordcount"}
+    | {"wordwrap", "xmlattr"}
+)
+REVIEWED_TESTS = frozenset(
+    {"!=", "<", "<=", "==", ">", ">=", "boolean", "callable", "defined", "divisibleby", "eq"}
+    | {"equalto", "escaped", "even", "false", "filter", "float", "ge", "greaterthan", "gt", "in"}
+    | {"integer", "iterable", "le", "lessthan", "lower", "lt", "mapping", "ne", "none"}
+    | {"number", "odd", "sameas", "sequence", "string", "test", "true", "undefined", "upper"}
+)
+REVIEWED_GLOBALS = frozenset({"cycler", "dict", "joiner", "lipsum", "namespace", "range"})
+REVIEWED_NODES = frozenset(
+    {"Add", "And", "Assign", "AssignBlock", "BinExpr", "Block", "Break", "Call", "CallBlock"}
+    | {"Compare", "Concat", "CondExpr", "Const", "ContextReference", "Continue"}
+    | {"DerivedContextReference", "Dict", "Div", "EnvironmentAttribute", "EvalContextModifier"}
+    | {"Expr", "ExprStmt", "Extends", "ExtensionAttribute", "Filter", "FilterBlock", "FloorDiv"}
+    | {"For", "FromImport", "Getattr", "Getitem", "Helper", "If", "Import", "ImportedName"}
+    | {"Include", "InternalName", "Keyword", "List", "Literal", "Macro", "MarkSafe"}
+    | {"MarkSafeIfAutoescape", "Mod", "Mul", "NSRef", "Name", "Neg", "Node", "Not", "Operand"}
+    | {"Or", "Output", "OverlayScope", "Pair", "Pos", "Pow", "Scope", "ScopedEvalContextModifier"}
+    | {"Slice", "Stmt", "Sub", "Template", "TemplateData", "Test", "Tuple", "UnaryExpr", "With"}
+    | {"_FilterTestCommon"}
+)
+HINT = f"Jinja2 {jinja2.__version__} differs from the reviewed set: review the sandbox first"
+
+
+def _node_classes() -> set[str]:
+    return {
+        name
+        for name, value in vars(nodes).items()
+        if inspect.isclass(value) and issubclass(value, nodes.Node)
+    }
+
+
+def test_filters_are_the_reviewed_ones() -> None:
+    assert set(defaults.DEFAULT_FILTERS) == REVIEWED_FILTERS, HINT
+    assert set(filters.FILTERS) == REVIEWED_FILTERS, HINT
+
+
+def test_tests_are_the_reviewed_ones() -> None:
+    assert set(defaults.DEFAULT_TESTS) == REVIEWED_TESTS, HINT
+    assert set(tests.TESTS) == REVIEWED_TESTS, HINT
+
+
+def test_globals_are_the_reviewed_ones() -> None:
+    assert set(defaults.DEFAULT_NAMESPACE) == REVIEWED_GLOBALS, HINT
+
+
+def test_node_types_are_the_reviewed_ones() -> None:
+    assert _node_classes() == REVIEWED_NODES, HINT
