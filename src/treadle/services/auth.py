@@ -105,6 +105,8 @@ async def _rehash(resources: Resources, user: User, new_hash: str) -> None:
 
 async def create_user(resources: Resources, actor: Actor, data: object) -> UserView:
     """Add a user to the caller's tenant (ADMIN only); hashes with no connection held."""
+    async with open_service_context(resources, actor) as ctx:
+        actor = ctx.require_actor()  # as the user is now: a demoted ADMIN is a MEMBER
     if actor.role is not Role.ADMIN:
         raise PermissionDeniedError("only an ADMIN can create users")
     args = parse_input(CreateUserInput, data)
