@@ -271,3 +271,33 @@ async def test_a_token_that_expires_mid_stream_ends_the_subscription(
     assert "STEP_COMPLETED" not in {event["type"] for event in got.events}
     assert "RUN_COMPLETED" not in {event["type"] for event in got.events}
     assert [error["extensions"]["code"] for error in got.errors] == ["UNAUTHENTICATED"]
+
+
+def test_a_token_that_expires_mid_stream_ends_the_sse_stream(
+    server: str, rest: RestApi, owner: Account
+) -> None:
+    now = int(time.time())
+    claims = {
+        "sub": owner.user["id"],
+        "tid": owner.tenant["id"],
+        "role": "ADMIN",
+        "iat": now,
+        "exp": now + 2,
+    }
+    short = jwt.encode(claims, TEST_SECRET, algorithm="HS256")
+    workflow = rest.create_workflow(
+        owner.token,
+        name="Slow SSE",
+        definition={
+            "nodes": [{"id": "wait", "type": "DELAY", "config": {"seconds": 5}}, transform("a")],
+            "edges": [{"from": "wait", "to": "a"}],
+        },
+    )
+    run_id = rest.execute(owner.token, workflow["id"])["id"]
+    status, events = read_sse(server, short, run_id)
+    assert status == 200
+    # The quiet wait outlived the token: the stream ended with an error, not the run's end.
+    assert events[-1]["event"] == "error"
+    assert json.loads(events[-1]["data"])["error"]["code"] == "UNAUTHENTICATED"
+    assert "RUN_COMPLETED" not in {event["event"] for event in events}
+    assert events[0]["event"] == "RUN_CREATED"
