@@ -13,6 +13,7 @@ from strawberry.extensions import (
 )
 from strawberry.types import ExecutionContext
 
+from treadle.resolvers.fanout import Limits, SharedRunEvents
 from treadle.resolvers.mutation import Mutation
 from treadle.resolvers.query import Query
 from treadle.resolvers.subscription import Subscription
@@ -24,6 +25,9 @@ MAX_TOKENS = 5000
 
 
 class TreadleSchema(strawberry.Schema):
+    # Plain runEvents subscriptions over websockets: one execution per event, not per socket.
+    shared_run_events: SharedRunEvents
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -45,9 +49,11 @@ def build_schema(*, production: bool = False) -> strawberry.Schema:
         from strawberry.extensions import DisableIntrospection
 
         extensions.insert(0, DisableIntrospection)
-    return TreadleSchema(
+    schema = TreadleSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
     )
+    schema.shared_run_events = SharedRunEvents(schema._schema, Limits(MAX_TOKENS, MAX_ALIASES))
+    return schema
