@@ -307,14 +307,8 @@ def _settings_env(
 
 
 async def _standalone(args: argparse.Namespace) -> dict[str, Any]:
-    from bench.procs import (
-        Process,
-        create_database,
-        drop_database,
-        free_port,
-        treadle,
-        wait_healthy,
-    )
+    from bench.procs import Process, free_port, treadle, wait_healthy
+    from treadle.dbadmin import create_database, drop_database
 
     logs = Path(tempfile.mkdtemp(prefix="w5-"))
     database_url = await create_database(args.pg_url, f"bench_w5_{uuid.uuid4().hex[:8]}")

@@ -20,6 +20,7 @@ from treadle.errors import RateLimitedError, TreadleError
 from treadle.logging import configure_logging, request_id_var
 from treadle.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from treadle.resources import Resources, open_resources
+from treadle.rest.feed import run_feed
 from treadle.rest.routes import rest_routes
 from treadle.schema.build import build_schema
 from treadle.schema.context import TreadleGraphQL
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
         *rest_routes(),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
+        WebSocketRoute("/ws", run_feed),  # the tenant's run updates as plain JSON
     ]
     middleware = [
         Middleware(RequestContextMiddleware),
