@@ -251,11 +251,17 @@ async def serve(
         await channel.fail(_located(exc, plan), mid_stream=False)
         return
     async with contextlib.aclosing(follow) as items:
-        item = first
         try:
-            while item is not None and not channel.operation.completed:
-                await channel.next(await shared.payload(plan, executor, item))
-                item = await _next_before_expiry(items, actor)
+            # One timer for the whole stream (not one per event): the token's expiry.
+            async with asyncio.timeout_at(_deadline(actor)):
+                item = first
+                while item is not None and not channel.operation.completed:
+                    await channel.next(await shared.payload(plan, executor, item))
+                    item = await anext(items, None)
+        except TimeoutError:
+            expired = UnauthenticatedError("token expired; subscribe again with a new one")
+            await channel.fail(_located(expired, plan), mid_stream=True)
+            return
         except Exception as exc:
             await channel.fail(_located(exc, plan), mid_stream=True)
             return
@@ -269,17 +275,11 @@ async def _first(follow: AsyncGenerator[Item, None]) -> Item | None:
         return None
 
 
-async def _next_before_expiry(items: AsyncGenerator[Item, None], actor: Actor) -> Item | None:
-    """The next item (None at the end); UNAUTHENTICATED once the token expires."""
-    try:
-        if actor.expires_at is None:
-            return await anext(items)
-        async with asyncio.timeout(max(actor.expires_at - time.time(), 0.0)):
-            return await anext(items)
-    except StopAsyncIteration:
+def _deadline(actor: Actor) -> float | None:
+    """The token's expiry on the event loop's clock (None: it never expires)."""
+    if actor.expires_at is None:
         return None
-    except TimeoutError:
-        raise UnauthenticatedError("token expired; subscribe again with a new one") from None
+    return asyncio.get_running_loop().time() + max(actor.expires_at - time.time(), 0.0)
 
 
 def _located(exc: Exception, plan: Plan) -> GraphQLError:

@@ -47,6 +47,7 @@ _CLOSING: Final = frozenset(
         EventType.STEP_SKIPPED,
     }
 )
+_VIEW: Final = "\x00view"  # where _view() keeps a live message's parsed event
 Item = EventView | dict[str, Any]  # stored events, or live-only output deltas (dicts)
 
 
@@ -61,7 +62,7 @@ class _Cursor:
 
     def advance(self, event: EventView) -> None:
         self.last = event.seq
-        kind = EventType(event.type)
+        kind = event.type  # a str; the StrEnum sets compare equal (and it is hot: per subscriber)
         if event.node_id is not None:
             if kind == EventType.STEP_STARTED:
                 self.closed.discard(event.node_id)
@@ -141,9 +142,19 @@ async def _live(
             continue  # already sent (from history or an earlier message)
         if seq != cursor.last + 1:
             return  # a gap: the missing events are in the database
-        event = EventView.from_json(message)
+        event = _view(message)
         cursor.advance(event)
         yield event
+
+
+def _view(message: dict[str, Any]) -> EventView:
+    """The message's event, parsed once per process: the bus hands the same dict to every
+    follower of the channel, so the first one keeps the view in it for the others."""
+    view = message.get(_VIEW)
+    if not isinstance(view, EventView):
+        view = EventView.from_json(message)
+        message[_VIEW] = view
+    return view
 
 
 async def _catch_up(
