@@ -25,6 +25,7 @@ import contextlib
 import json
 import logging
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass
@@ -133,6 +134,7 @@ class SharedRunEvents:
         self._limits = limits
         self._plans: OrderedDict[tuple[str, str | None], Plan | None] = OrderedDict()
         self._payloads: OrderedDict[tuple[Any, ...], tuple[object, str]] = OrderedDict()
+        self._access: OrderedDict[tuple[uuid.UUID, str], uuid.UUID] = OrderedDict()
         self.executions = 0  # selection sets executed (for tests and stats)
 
     def plan(self, query: str, operation_name: str | None) -> Plan | None:
@@ -178,6 +180,23 @@ class SharedRunEvents:
         if not operation.completed:
             handler.operations.pop(operation.id, None)
         return True
+
+    async def run_access(self, context: GraphQLContext, actor: Actor, run_id: str) -> uuid.UUID:
+        """The run's id once the caller's tenant may see it (NOT_FOUND otherwise).
+
+        A run never changes tenant, so a tenant's access to it is remembered (bounded): a
+        thousand watchers of one run cost one access query, not a thousand.
+        """
+        key = (actor.tenant_id, run_id)
+        known = self._access.get(key)
+        if known is not None:
+            return known
+        async with context.service() as ctx:
+            run = await runs.require_run(ctx, run_id)
+        self._access[key] = run.id
+        if len(self._access) > PAYLOADS:
+            self._access.popitem(last=False)
+        return run.id
 
     async def payload(self, plan: Plan, executor: Executor[Any], item: Item) -> str:
         """The serialised ``next`` payload of ``item`` for ``plan``; executed once per event."""
@@ -242,10 +261,9 @@ async def serve(
     args = shared.arguments(plan, executor)
     try:
         actor = context.actor
-        async with context.service() as ctx:
-            run = await runs.require_run(ctx, str(args.get("runId")))
+        run_id = await shared.run_access(context, actor, str(args.get("runId")))
         after = args.get("afterSeq")
-        follow = follow_events(context.resources, run.tenant_id, run.id, after or 0)
+        follow = follow_events(context.resources, actor.tenant_id, run_id, after or 0)
         first = await _first(follow)
     except Exception as exc:
         await channel.fail(_located(exc, plan), mid_stream=False)
