@@ -86,7 +86,11 @@ class Subscriber:
         for received, payload in frames:
             if b'"type":"next"' not in payload:
                 continue
-            event = json.loads(payload)["payload"]["data"]["runEvents"]
+            body = json.loads(payload)["payload"]
+            if body.get("errors") or not body.get("data"):
+                self.error = json.dumps(body.get("errors"))[:300]
+                continue
+            event = body["data"]["runEvents"]
             if event["seq"] is not None:
                 self.seqs.append(event["seq"])
                 self.latencies.append((_timestamp(event["createdAt"]), received))
