@@ -5,6 +5,9 @@ Each stored event is one SSE event named after its type, with ``id`` = its ``seq
 resumes after it. ``STEP_OUTPUT_DELTA`` events carry no ``id`` (they are never stored, so
 they never move the resume point). The stream ends after the run's terminal event, or when the
 caller's token expires (an ``error`` event with ``UNAUTHENTICATED``, even on a quiet run).
+
+A stored event is encoded once per process (kept by run and ``seq``, bounded), however many
+streams of its run are open: each stream writes the same bytes.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ import asyncio
 import contextlib
 import json
 import time
+import uuid
+from collections import OrderedDict
 from collections.abc import AsyncGenerator
+from typing import Final
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
@@ -27,6 +33,9 @@ from treadle.services import runs
 from treadle.services.context import open_service_context
 from treadle.services.follow import Item, follow_events
 from treadle.services.views import EventView
+
+KEEP: Final = 16_384  # encoded events kept, a few hundred bytes each
+_ENCODED: OrderedDict[tuple[uuid.UUID, int], bytes] = OrderedDict()
 
 
 def _seq_param(raw: str | None, name: str) -> int:
@@ -48,13 +57,26 @@ def _encode(item: Item) -> ServerSentEvent:
     return ServerSentEvent(data=_json(delta), event=str(item.get("type")))
 
 
+def _shared(item: Item) -> bytes:
+    """The SSE bytes of ``item``; a stored event's are computed once and shared."""
+    if not isinstance(item, EventView):
+        return _encode(item).encode()
+    key = (item.run_id, item.seq)
+    encoded = _ENCODED.get(key)
+    if encoded is None:
+        encoded = _ENCODED[key] = _encode(item).encode()
+        if len(_ENCODED) > KEEP:
+            _ENCODED.popitem(last=False)
+    return encoded
+
+
 def _json(value: object) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 async def _events(
     follow: AsyncGenerator[Item, None], actor: Actor
-) -> AsyncGenerator[ServerSentEvent, None]:
+) -> AsyncGenerator[bytes | ServerSentEvent, None]:
     async with contextlib.aclosing(follow) as items:
         try:
             while True:
@@ -62,7 +84,7 @@ async def _events(
                     item = await _next_before_expiry(items, actor)
                 except StopAsyncIteration:
                     return
-                yield _encode(item)
+                yield _shared(item)
         except TreadleError as exc:
             # Headers are gone by now: the error becomes the stream's last event.
             body = {"error": {"code": exc.code, "message": exc.message}}
