@@ -27,7 +27,7 @@ from bench.procs import (
 from bench.report import CaseResult
 from bench.workloads import Sizes, Workloads
 
-WORKLOADS: Final = ("W1", "W2", "W3", "W4", "W5")
+WORKLOADS: Final = ("W1", "W2", "W3", "W4", "W5", "W5B")
 
 
 @dataclass(slots=True)
@@ -107,12 +107,26 @@ class CaseRun:
 
 
 async def run_w5(
-    result: CaseResult, api: Api, api_proc: Process, runner: workloads.W5Runner, config: Config
+    result: CaseResult,
+    api: Api,
+    api_proc: Process,
+    runner: workloads.W5Runner,
+    config: Config,
+    *,
+    wide: bool = False,
 ) -> dict[str, Any]:
-    figures = await workloads.w5(api, runner, config.sizes.w5_subscribers, api_proc.pid)
+    """W5 (one run), or with ``wide`` W5b (many subscribers spread over many runs)."""
+    sizes = config.sizes
+    if wide:
+        figures = await workloads.w5(
+            api, runner, sizes.w5b_subscribers, api_proc.pid, runs=sizes.w5b_runs, steps=5
+        )
+    else:
+        figures = await workloads.w5(api, runner, sizes.w5_subscribers, api_proc.pid)
     bad = figures.get("incomplete_or_gapped")
     if bad:
-        note = f"W5: {bad} of {figures.get('subscribers')} subscribers incomplete or gapped"
+        name = "W5b" if wide else "W5"
+        note = f"{name}: {bad} of {figures.get('subscribers')} subscribers incomplete or gapped"
         errors = figures.get("errors") or []
         note += f" (errors: {'; '.join(map(str, errors))})" if errors else ""
         result.notes.append(note)

@@ -1,11 +1,14 @@
-"""W5: live fan-out. N concurrent ``runEvents`` subscribers on one run, over real websockets.
+"""W5/W5b: live fan-out. N concurrent ``runEvents`` subscribers on one run (W5) or spread over
+R runs (W5b: 10,000 over 100), over real websockets, on ONE API process.
 
-``run(base_url, token, subscribers)`` measures against a running API (and its worker):
+``run(base_url, token, subscribers, runs=1)`` measures against a running API (and its worker):
 
-1. opens N graphql-transport-ws sockets (``connection_init`` with the token);
-2. starts one run of a workflow that first waits (a ``DELAY`` until a time chosen so every
+1. opens N graphql-transport-ws sockets (``connection_init`` with the token) with a lean
+   client (``bench.lean_ws``: frames stamped on arrival, JSON parsed afterwards, so the
+   figures measure the server, not a client library);
+2. starts R runs of a workflow that first waits (a ``DELAY`` until a time chosen so every
    subscriber is attached by then) and then runs a chain of ``TRANSFORM`` steps;
-3. subscribes every socket to that run (history replay, then live);
+3. subscribes every socket to its run (history replay, then live);
 4. for each event committed after all subscribers were attached, takes receive time minus the
    event's ``createdAt`` (set in the transaction that commits it, on this machine's clock):
    commit → client delivery, p50/p99 over every (event, subscriber) pair;
@@ -25,6 +28,8 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -36,10 +41,10 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.typing import Subprotocol
 
-PROTOCOL: Final = Subprotocol("graphql-transport-ws")
+from bench.lean_ws import LeanSocket, open_socket
+
+PROTOCOL: Final = "graphql-transport-ws"
 QUERY: Final = (
     "subscription($r: ID!) { runEvents(runId: $r) { seq type createdAt } }"  # afterSeq = 0
 )
@@ -49,12 +54,46 @@ CONNECT_CONCURRENCY: Final = 64
 
 @dataclass(slots=True)
 class Subscriber:
-    conn: ClientConnection
-    seqs: list[int] = field(default_factory=list)
-    latencies: list[tuple[float, float]] = field(default_factory=list)  # (createdAt, received)
+    """One socket and its one ``runEvents`` subscription (id "1"), on the lean client."""
+
+    run_id: str = ""
+    sock: LeanSocket | None = None
+    acked: asyncio.Event = field(default_factory=asyncio.Event)
     first: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
     completed: bool = False
     error: str | None = None
+    seqs: list[int] = field(default_factory=list)
+    latencies: list[tuple[float, float]] = field(default_factory=list)  # (createdAt, received)
+
+    def on_text(self, sock: LeanSocket, payload: bytes) -> None:
+        """Classify a frame by substring (JSON is parsed after the run, in ``settle``)."""
+        if b'"type":"ping"' in payload:
+            sock.send_text('{"type":"pong"}')
+        elif not self.acked.is_set():
+            self.acked.set()
+        elif b'"type":"next"' in payload:
+            self.first.set()
+        elif b'"type":"complete"' in payload or b'"type":"error"' in payload:
+            self.completed = b'"type":"complete"' in payload
+            self.error = None if self.completed else payload.decode()[:300]
+            self.first.set()
+            self.done.set()
+
+    def settle(self) -> None:
+        """Parse the kept ``next`` frames: seqs in order, and (createdAt, received) pairs."""
+        frames = self.sock.frames if self.sock is not None else []
+        for received, payload in frames:
+            if b'"type":"next"' not in payload:
+                continue
+            body = json.loads(payload)["payload"]
+            if body.get("errors") or not body.get("data"):
+                self.error = json.dumps(body.get("errors"))[:300]
+                continue
+            event = body["data"]["runEvents"]
+            if event["seq"] is not None:
+                self.seqs.append(event["seq"])
+                self.latencies.append((_timestamp(event["createdAt"]), received))
 
 
 # --- the API process's memory -----------------------------------------------------------------
@@ -89,50 +128,51 @@ def listening_pid(port: int) -> int | None:
     return None
 
 
+def cpu_seconds_of(pid: int | None) -> float | None:
+    """User + system CPU seconds of ``pid`` so far (Linux /proc)."""
+    if pid is None:
+        return None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return None
+
+
+def raise_fd_limit(wanted: int = 65_536) -> int:
+    """Raise this process's (and its future children's) open-file limit toward ``wanted``."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return max(soft, target)
+
+
 # --- subscribers ------------------------------------------------------------------------------
 
 
-async def _send(conn: ClientConnection, message: dict[str, Any]) -> None:
-    await conn.send(json.dumps(message))
-
-
-async def _open(url: str, token: str) -> ClientConnection:
-    conn = await connect(
-        url,
-        subprotocols=[PROTOCOL],
-        proxy=None,
-        compression=None,
-        open_timeout=60,
-        ping_interval=None,
-        max_queue=None,
-    )
-    await _send(conn, {"type": "connection_init", "payload": {"token": token}})
-    while True:
-        message = json.loads(await conn.recv())
-        if message["type"] == "connection_ack":
-            return conn
-        if message["type"] == "ping":
-            await _send(conn, {"type": "pong"})
-
-
-async def _open_all(url: str, token: str, count: int) -> list[ClientConnection]:
+async def _open_all(url: str, token: str, subs: list[Subscriber]) -> None:
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
-
-    async def one() -> ClientConnection:
-        async with gate:
-            return await _open(url, token)
-
-    return list(await asyncio.gather(*(one() for _ in range(count))))
-
-
-async def _subscribe_all(subs: list[Subscriber], run_id: str) -> None:
-    """Subscribe every socket, at most ``CONNECT_CONCURRENCY`` awaiting their history at once."""
-    payload = {"query": QUERY, "variables": {"r": run_id}}
-    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+    init = json.dumps({"type": "connection_init", "payload": {"token": token}})
 
     async def one(sub: Subscriber) -> None:
         async with gate:
-            await _send(sub.conn, {"id": "1", "type": "subscribe", "payload": payload})
+            sub.sock = await open_socket(url, PROTOCOL, sub.on_text)
+            sub.sock.send_text(init)
+            await sub.acked.wait()
+
+    await asyncio.gather(*(one(s) for s in subs))
+
+
+async def _subscribe_all(subs: list[Subscriber]) -> None:
+    """Subscribe every socket, at most ``CONNECT_CONCURRENCY`` awaiting their history at once."""
+    gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
+
+    async def one(sub: Subscriber) -> None:
+        if sub.sock is None:
+            raise RuntimeError("subscribe before connecting")
+        payload = {"query": QUERY, "variables": {"r": sub.run_id}}
+        async with gate:
+            sub.sock.send_text(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
             await sub.first.wait()
 
     await asyncio.gather(*(one(s) for s in subs))
@@ -140,27 +180,6 @@ async def _subscribe_all(subs: list[Subscriber], run_id: str) -> None:
 
 def _timestamp(value: str) -> float:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-
-
-async def _listen(sub: Subscriber) -> None:
-    """Read one subscription (id "1") to its end, answering the server's pings."""
-    async for raw in sub.conn:
-        received = time.time()
-        message = json.loads(raw)
-        kind = message["type"]
-        if kind == "ping":
-            await _send(sub.conn, {"type": "pong"})
-        elif kind == "next":
-            event = message["payload"]["data"]["runEvents"]
-            if event["seq"] is not None:
-                sub.seqs.append(event["seq"])
-                sub.latencies.append((_timestamp(event["createdAt"]), received))
-            sub.first.set()
-        elif kind in ("complete", "error"):
-            sub.completed = kind == "complete"
-            sub.error = None if sub.completed else json.dumps(message.get("payload"))
-            sub.first.set()
-            return
 
 
 # --- the workload -----------------------------------------------------------------------------
@@ -186,14 +205,20 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[index]
 
 
-async def _start_run(http: httpx.AsyncClient, steps: int, hold_seconds: float) -> str:
+async def _start_runs(
+    http: httpx.AsyncClient, steps: int, hold_seconds: float, count: int
+) -> list[str]:
+    """``count`` runs of one workflow, each waiting until the same moment, then ``steps``."""
     body = {"name": f"bench W5 fan-out {uuid.uuid4().hex[:6]}", "definition": workflow(steps)}
     created = (await http.post("/api/workflows", json=body)).raise_for_status().json()
     until = (datetime.now(UTC) + timedelta(seconds=hold_seconds)).isoformat()
-    started = await http.post(
-        f"/api/workflows/{created['id']}/execute", json={"input": {"until": until}}
-    )
-    return str(started.raise_for_status().json()["id"])
+    run_ids = []
+    for _ in range(count):
+        started = await http.post(
+            f"/api/workflows/{created['id']}/execute", json={"input": {"until": until}}
+        )
+        run_ids.append(str(started.raise_for_status().json()["id"]))
+    return run_ids
 
 
 async def run(
@@ -201,38 +226,58 @@ async def run(
     token: str,
     subscribers: int = 1000,
     *,
+    runs: int = 1,
     steps: int = STEPS,
     api_pid: int | None = None,
     hold_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Measure W5 once against the API at ``base_url``; see the module docstring.
 
-    ``hold_seconds``: how long the run waits before its first step, so that every subscriber
-    is attached before events flow (default: 5 s + 25 ms per subscriber).
+    ``runs``: the subscribers are spread round-robin over this many runs (W5b: 10,000 over 100).
+    ``hold_seconds``: how long the runs wait before their first step, so that every subscriber
+    is attached before events flow (default: 5 s + 25 ms per subscriber, at most 300 s).
     """
-    hold = hold_seconds if hold_seconds is not None else 5.0 + 0.025 * subscribers
+    raise_fd_limit(subscribers + 1024)
+    hold = hold_seconds if hold_seconds is not None else min(300.0, 5.0 + 0.025 * subscribers)
     pid = api_pid or listening_pid(httpx.URL(base_url).port or 80)
     ws_url = base_url.replace("http", "ws", 1) + "/graphql"
     headers = {"Authorization": f"Bearer {token}"}
+    subs = [Subscriber() for _ in range(subscribers)]
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=60) as http:
         rss_before = rss_mb(pid)
         began = time.perf_counter()
-        conns = await _open_all(ws_url, token, subscribers)
-        connect_s = time.perf_counter() - began
-        subs = [Subscriber(conn) for conn in conns]
         try:
-            run_id = await _start_run(http, steps, hold)
+            await asyncio.wait_for(_open_all(ws_url, token, subs), 300)
+            connect_s = time.perf_counter() - began
+            run_ids = await _start_runs(http, steps, hold, runs)
+            for n, sub in enumerate(subs):
+                sub.run_id = run_ids[n % runs]
             began = time.perf_counter()
-            readers = [asyncio.create_task(_listen(s)) for s in subs]
-            await asyncio.wait_for(_subscribe_all(subs, run_id), 120)
+            await asyncio.wait_for(_subscribe_all(subs), hold)
             attached_at, attach_s = time.time(), time.perf_counter() - began
-            rss_attached = rss_mb(pid)
-            await asyncio.wait_for(asyncio.gather(*readers), 300)
+            rss_attached, cpu_attached = rss_mb(pid), cpu_seconds_of(pid)
+            await asyncio.wait_for(asyncio.gather(*(s.done.wait() for s in subs)), 300 + hold)
+            busy = _busy(cpu_attached, cpu_seconds_of(pid), time.time() - attached_at)
         finally:
-            await asyncio.gather(*(s.conn.close() for s in subs), return_exceptions=True)
+            for sub in subs:
+                if sub.sock is not None:
+                    sub.sock.close()
+    for sub in subs:
+        sub.settle()
     result = _summary(subs, attached_at, connect_s, attach_s, rss_before, rss_attached)
+    result["runs"] = runs
     result["hold_s"] = round(hold, 1)
+    # The API is one single-threaded process: everything above was served by at most one core.
+    result["api_cores_busy"] = busy
+    result["subscribers_per_api_core"] = subscribers
     return result
+
+
+def _busy(before: float | None, after: float | None, wall_s: float) -> float | None:
+    """Average cores the API used from attach to the last ``complete`` (hold time included)."""
+    if before is None or after is None or wall_s <= 0:
+        return None
+    return round((after - before) / wall_s, 3)
 
 
 def _summary(
@@ -243,7 +288,7 @@ def _summary(
     rss_before: float | None,
     rss_attached: float | None,
 ) -> dict[str, Any]:
-    last = max((s.seqs[-1] for s in subs if s.seqs), default=0)
+    last = max((s.seqs[-1] for s in subs if s.seqs), default=0)  # every run has as many
     bad = sum(1 for s in subs if not s.completed or s.seqs != list(range(1, last + 1)))
     live_ms = [
         (received - created) * 1000
@@ -307,15 +352,10 @@ def _settings_env(
 
 
 async def _standalone(args: argparse.Namespace) -> dict[str, Any]:
-    from bench.procs import (
-        Process,
-        create_database,
-        drop_database,
-        free_port,
-        treadle,
-        wait_healthy,
-    )
+    from bench.procs import Process, free_port, treadle, wait_healthy
+    from treadle.dbadmin import create_database, drop_database
 
+    raise_fd_limit(args.subscribers + 1024)  # before the API process starts: it inherits it
     logs = Path(tempfile.mkdtemp(prefix="w5-"))
     database_url = await create_database(args.pg_url, f"bench_w5_{uuid.uuid4().hex[:8]}")
     port = free_port()
@@ -332,7 +372,13 @@ async def _standalone(args: argparse.Namespace) -> dict[str, Any]:
             await wait_healthy(base_url, api)
             token = await _register(base_url)
             return await run(
-                base_url, token, args.subscribers, api_pid=api.pid, hold_seconds=args.hold
+                base_url,
+                token,
+                args.subscribers,
+                runs=args.runs,
+                steps=args.steps,
+                api_pid=api.pid,
+                hold_seconds=args.hold,
             )
     finally:
         await drop_database(args.pg_url, database_url)
@@ -356,6 +402,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     parser = argparse.ArgumentParser(prog="python -m bench.w5_fanout")
     parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--runs", type=int, default=1, help="spread subscribers over N runs")
+    parser.add_argument("--steps", type=int, default=STEPS, help="TRANSFORM steps per run")
     parser.add_argument("--hold", type=float, default=None, help="seconds before the first step")
     parser.add_argument(
         "--pg-url",

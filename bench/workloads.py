@@ -25,6 +25,8 @@ W3_RUNS: Final = 300
 W3_CHAIN: Final = 3
 W4_WIDTH: Final = 100
 W5_SUBSCRIBERS: Final = 1000
+W5B_SUBSCRIBERS: Final = 10_000  # W5b: spread over W5B_RUNS runs, on one API process
+W5B_RUNS: Final = 100
 # W3's executes in flight at once (the client's connection pool; more only queue inside httpx).
 SUBMIT_CONCURRENCY: Final = 64
 
@@ -84,10 +86,12 @@ class Sizes:
     w3_runs: int = W3_RUNS
     w4_width: int = W4_WIDTH
     w5_subscribers: int = W5_SUBSCRIBERS
+    w5b_subscribers: int = W5B_SUBSCRIBERS
+    w5b_runs: int = W5B_RUNS
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(w1_runs=30, w3_runs=60, w5_subscribers=100)
+        return cls(w1_runs=30, w3_runs=60, w5_subscribers=100, w5b_subscribers=500, w5b_runs=10)
 
 
 class Workloads:
@@ -216,9 +220,12 @@ def load_w5() -> W5Runner | None:
     return runner if callable(runner) else None
 
 
-async def w5(api: Api, runner: W5Runner, subscribers: int, api_pid: int) -> dict[str, Any]:
+async def w5(
+    api: Api, runner: W5Runner, subscribers: int, api_pid: int, **options: Any
+) -> dict[str, Any]:
+    """W5 (``options`` empty) or W5b (``runs=``, ``steps=``) through the runner."""
     token = api.http.headers["Authorization"].removeprefix("Bearer ")
     base_url = str(api.http.base_url).rstrip("/")
     if "api_pid" in inspect.signature(runner).parameters:
-        return await runner(base_url, token, subscribers, api_pid=api_pid)
-    return await runner(base_url, token, subscribers)
+        return await runner(base_url, token, subscribers, api_pid=api_pid, **options)
+    return await runner(base_url, token, subscribers, **options)

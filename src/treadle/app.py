@@ -24,6 +24,7 @@ from treadle.logging import configure_logging, request_id_var
 from treadle.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from treadle.resolvers.build import build_schema
 from treadle.resources import Resources
+from treadle.rest.feed import run_feed
 from treadle.rest.routes import rest_routes
 from treadle.schema.context import TreadleGraphQL
 from treadle.settings import Settings
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
         *rest_routes(),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
+        WebSocketRoute("/ws", run_feed),  # the tenant's run updates as plain JSON
     ]
     if not settings.is_production:
         routes.append(graphiql_assets())

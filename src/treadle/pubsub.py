@@ -45,8 +45,13 @@ def run_channel(tenant_id: uuid.UUID | str, run_id: uuid.UUID | str) -> str:
     return f"treadle:{tenant_id}:run:{run_id}"
 
 
+def tenant_channel(tenant_id: uuid.UUID | str) -> str:
+    """The channel of a tenant's run updates (status changes of all its runs)."""
+    return f"treadle:{tenant_id}:runs:updates"
+
+
 def channel_tenant(channel: str) -> str:
-    """The tenant part of a ``run_channel`` name (the whole name for any other channel)."""
+    """The tenant part of a ``run_channel`` or ``tenant_channel`` name (else the whole name)."""
     parts = channel.split(":")
     return parts[1] if len(parts) == 4 and parts[0] == "treadle" else channel
 

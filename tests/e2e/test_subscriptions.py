@@ -24,6 +24,7 @@ from tests.support.client import RestApi
 from tests.support.live import LiveServer
 from tests.support.ws import GraphQLWs, WsClosedError, follow_run, rest_client
 from treadle.migrate import upgrade
+from treadle.rest import stream
 
 DELTA = "STEP_OUTPUT_DELTA"
 PROMPT = "Tell the story of a loom that weaves the weather for a small town by the sea"
@@ -271,3 +272,51 @@ async def test_a_token_that_expires_mid_stream_ends_the_subscription(
     assert "STEP_COMPLETED" not in {event["type"] for event in got.events}
     assert "RUN_COMPLETED" not in {event["type"] for event in got.events}
     assert [error["extensions"]["code"] for error in got.errors] == ["UNAUTHENTICATED"]
+
+
+def test_a_token_that_expires_mid_stream_ends_the_sse_stream(
+    server: str, rest: RestApi, owner: Account
+) -> None:
+    now = int(time.time())
+    claims = {
+        "sub": owner.user["id"],
+        "tid": owner.tenant["id"],
+        "role": "ADMIN",
+        "iat": now,
+        "exp": now + 2,
+    }
+    short = jwt.encode(claims, TEST_SECRET, algorithm="HS256")
+    workflow = rest.create_workflow(
+        owner.token,
+        name="Slow SSE",
+        definition={
+            "nodes": [{"id": "wait", "type": "DELAY", "config": {"seconds": 5}}, transform("a")],
+            "edges": [{"from": "wait", "to": "a"}],
+        },
+    )
+    run_id = rest.execute(owner.token, workflow["id"])["id"]
+    status, events = read_sse(server, short, run_id)
+    assert status == 200
+    # The quiet wait outlived the token: the stream ended with an error, not the run's end.
+    assert events[-1]["event"] == "error"
+    assert json.loads(events[-1]["data"])["error"]["code"] == "UNAUTHENTICATED"
+    assert "RUN_COMPLETED" not in {event["event"] for event in events}
+    assert events[0]["event"] == "RUN_CREATED"
+
+
+def test_sse_streams_of_one_run_share_each_events_encoding(
+    server: str, rest: RestApi, owner: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run_id = start(rest, owner, transform("a"))
+    first = read_sse(server, owner.token, run_id)[1]
+    encoded: list[object] = []
+    original = stream._encode
+
+    def counting(item: Any) -> Any:
+        encoded.append(item)
+        return original(item)
+
+    monkeypatch.setattr(stream, "_encode", counting)
+    for _ in range(5):  # the API runs in this process: count its encodings
+        assert read_sse(server, owner.token, run_id)[1] == first
+    assert encoded == []  # every stored event was encoded once, by the first stream

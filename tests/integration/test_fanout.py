@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from sqlalchemy import event
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tests.conftest import make_settings
@@ -170,6 +171,30 @@ async def test_follow_rereads_the_database_on_a_gap(local: tuple[Resources, Owne
     await publish_events(res.bus, owner.tenant_id, written[1:])  # seq 4 is never published
     assert [e.seq for e in await take(follower, 2)] == [4, 5]  # long before the 30 s poll
     await follower.aclose()
+
+
+async def test_followers_reading_the_same_page_together_share_one_query(
+    local: tuple[Resources, Owner],
+) -> None:
+    res, owner = local
+    run_id = await bare_run(res, owner)
+    await burst(res, owner, run_id, 3)
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        if "FROM workflow_events" in str(args[2]):
+            statements.append(args[2])
+
+    event.listen(res.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        followers = [follow_events(res, owner.tenant_id, run_id, 0) for _ in range(100)]
+        pages = await asyncio.gather(*(take(f, 3) for f in followers))
+    finally:
+        event.remove(res.engine.sync_engine, "before_cursor_execute", count)
+    assert all([e.seq for e in page] == [1, 2, 3] for page in pages)
+    assert len(statements) == 1  # 100 followers attached at once: one read, not 100
+    for follower in followers:
+        await follower.aclose()
 
 
 async def test_follow_resumes_from_the_database_after_overflow(

@@ -15,6 +15,7 @@ from strawberry.extensions import (
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
+from treadle.resolvers.fanout import Limits, SharedRunEvents
 from treadle.resolvers.mutation import Mutation
 from treadle.resolvers.query import Query
 from treadle.resolvers.subscription import Subscription
@@ -40,6 +41,9 @@ DATETIME = strawberry.scalar(
 
 
 class TreadleSchema(strawberry.Schema):
+    # Plain runEvents subscriptions over websockets: one execution per event, not per socket.
+    shared_run_events: SharedRunEvents
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
@@ -61,10 +65,12 @@ def build_schema(*, production: bool = False) -> strawberry.Schema:
         from strawberry.extensions import DisableIntrospection
 
         extensions.insert(0, DisableIntrospection)
-    return TreadleSchema(
+    schema = TreadleSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
         config=StrawberryConfig(scalar_map={datetime: DATETIME}),
     )
+    schema.shared_run_events = SharedRunEvents(schema._schema, Limits(MAX_TOKENS, MAX_ALIASES))
+    return schema

@@ -15,10 +15,11 @@ from graphql.error import GraphQLError
 from treadle.errors import TreadleError, UnauthenticatedError
 from treadle.schema.context import Info
 from treadle.schema.errors import shape_error
-from treadle.schema.types import RunEvent
+from treadle.schema.types import RunEvent, RunUpdate
 from treadle.security import Actor
 from treadle.services import runs
 from treadle.services.follow import Item, follow_events
+from treadle.services.updates import Update, follow_updates, next_before_expiry
 
 
 @strawberry.type
@@ -40,6 +41,22 @@ class Subscription:
         except Exception as exc:
             raise _graphql_error(exc) from exc
         return _stream(first, follow, info.context.actor)
+
+    @strawberry.subscription
+    async def run_updates(
+        self, info: Info, workflow_id: strawberry.ID | None = None
+    ) -> AsyncGenerator[RunUpdate, None]:
+        """Live status changes of the tenant's runs (of one workflow, if given): created,
+        started, each step's status, finished. Live-only; ``RESYNC`` means refetch.
+        """
+        try:
+            actor = info.context.actor
+            wanted = None if workflow_id is None else str(workflow_id)
+            follow = follow_updates(info.context.resources, actor, wanted)
+            await anext(follow)  # attached (and counted against the tenant's limit)
+        except Exception as exc:
+            raise _graphql_error(exc) from exc
+        return _updates(follow, actor)
 
 
 async def _first(follow: AsyncGenerator[Item, None]) -> Item | None:
@@ -63,6 +80,21 @@ async def _stream(
                 if actor.expired():
                     raise UnauthenticatedError("token expired; subscribe again with a new one")
                 yield RunEvent.from_item(item)
+        except Exception as exc:
+            raise _graphql_error(exc) from exc
+
+
+async def _updates(
+    follow: AsyncGenerator[Update | None, None], actor: Actor
+) -> AsyncGenerator[RunUpdate, None]:
+    async with contextlib.aclosing(follow) as items:
+        try:
+            while True:
+                update = await next_before_expiry(items, actor)
+                if update is not None:
+                    yield RunUpdate.from_json(update)
+        except StopAsyncIteration:
+            return
         except Exception as exc:
             raise _graphql_error(exc) from exc
 

@@ -18,6 +18,7 @@ from strawberry.exceptions import ConnectionRejectionError
 from strawberry.schema import BaseSchema
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
+    Operation,
 )
 from strawberry.types import Info as StrawberryInfo
 from strawberry.types.unset import UNSET, UnsetType
@@ -107,6 +108,12 @@ class _TransportWSHandler(BaseGraphQLTransportWSHandler[GraphQLContext, None]):
             pinger.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pinger
+
+    async def run_operation(self, operation: Operation[GraphQLContext, None]) -> None:
+        """Plain ``runEvents`` documents take the shared fan-out (``resolvers/fanout.py``)."""
+        shared = getattr(self.schema, "shared_run_events", None)
+        if shared is None or not await shared.try_serve(self, operation):
+            await super().run_operation(operation)
 
     async def _ping_loop(self) -> None:
         interval = float(getattr(self.view, "ws_ping_seconds", 15.0))

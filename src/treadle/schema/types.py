@@ -264,3 +264,27 @@ class Health:
     @classmethod
     def from_view(cls, view: HealthView) -> "Health":
         return cls(status=view.status, database=view.database, queue=view.queue)
+
+
+@strawberry.type(description="A status change of one of the tenant's runs (runUpdates).")
+class RunUpdate:
+    type: str = strawberry.field(description="The event type, or RESYNC: refetch, some were lost")
+    run_id: strawberry.ID | None
+    workflow_id: strawberry.ID | None
+    status: str | None = strawberry.field(description="The run's or the step's new status")
+    node_id: str | None
+    seq: int | None
+    at: datetime | None
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> "RunUpdate":
+        run_id, workflow_id, at = body.get("runId"), body.get("workflowId"), body.get("at")
+        return cls(
+            type=str(body.get("type")),
+            run_id=None if run_id is None else strawberry.ID(str(run_id)),
+            workflow_id=None if workflow_id is None else strawberry.ID(str(workflow_id)),
+            status=body.get("status"),
+            node_id=body.get("nodeId"),
+            seq=body.get("seq"),
+            at=None if at is None else datetime.fromisoformat(str(at).replace("Z", "+00:00")),
+        )

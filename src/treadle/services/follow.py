@@ -9,6 +9,7 @@ Invariants:
   resync request or a quiet channel all end the same way: re-read the database after the last
   ``seq`` sent. A quiet channel is checked by one follower per process per interval; when
   that check finds events the channel never delivered, every follower of it re-reads.
+  Followers that re-read the same page at the same time share one query.
 - ``STEP_OUTPUT_DELTA`` messages are live-only; one is forwarded only while its node is open
   (not after that node's completion, failure, retry or cancellation was sent).
 - The stream ends after the run's terminal event, or at once when the run already finished
@@ -17,6 +18,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import random
 import uuid
@@ -47,6 +49,9 @@ _CLOSING: Final = frozenset(
         EventType.STEP_SKIPPED,
     }
 )
+# Pages of stored events being read now, shared by the followers that want the same page.
+_READING: dict[tuple[int, uuid.UUID, uuid.UUID, int], _PageRead] = {}
+_VIEW: Final = "\x00view"  # where _view() keeps a live message's parsed event
 Item = EventView | dict[str, Any]  # stored events, or live-only output deltas (dicts)
 
 
@@ -61,7 +66,7 @@ class _Cursor:
 
     def advance(self, event: EventView) -> None:
         self.last = event.seq
-        kind = EventType(event.type)
+        kind = event.type  # a str; the StrEnum sets compare equal (and it is hot: per subscriber)
         if event.node_id is not None:
             if kind == EventType.STEP_STARTED:
                 self.closed.discard(event.node_id)
@@ -141,9 +146,19 @@ async def _live(
             continue  # already sent (from history or an earlier message)
         if seq != cursor.last + 1:
             return  # a gap: the missing events are in the database
-        event = EventView.from_json(message)
+        event = _view(message)
         cursor.advance(event)
         yield event
+
+
+def _view(message: dict[str, Any]) -> EventView:
+    """The message's event, parsed once per process: the bus hands the same dict to every
+    follower of the channel, so the first one keeps the view in it for the others."""
+    view = message.get(_VIEW)
+    if not isinstance(view, EventView):
+        view = EventView.from_json(message)
+        message[_VIEW] = view
+    return view
 
 
 async def _catch_up(
@@ -164,6 +179,44 @@ async def _catch_up(
 
 
 async def _stored(
+    resources: Resources, tenant_id: uuid.UUID, run_id: uuid.UUID, after_seq: int
+) -> list[EventView]:
+    """A page of stored events; followers asking for the same page at once share one query.
+
+    Thousands of followers of one run re-read together (attaching, or after a resync): without
+    this they would queue for the connection pool, one query each, and time out. A follower
+    joins only a read that has not started yet, so every page it gets was read after it asked
+    (what the attach-then-read invariant needs).
+    """
+    key = (id(resources), tenant_id, run_id, after_seq)
+    read = _READING.get(key)
+    if read is None or read.started:
+        read = _PageRead(resources, tenant_id, run_id, after_seq)
+        _READING[key] = read
+        read.future.add_done_callback(lambda _: _forget_read(key, read))
+    return await asyncio.shield(read.future)  # one follower leaving does not cancel the others'
+
+
+class _PageRead:
+    def __init__(
+        self, resources: Resources, tenant_id: uuid.UUID, run_id: uuid.UUID, after_seq: int
+    ) -> None:
+        self.started = False
+        self.future = asyncio.ensure_future(self._run(resources, tenant_id, run_id, after_seq))
+
+    async def _run(
+        self, resources: Resources, tenant_id: uuid.UUID, run_id: uuid.UUID, after_seq: int
+    ) -> list[EventView]:
+        self.started = True  # runs a loop step after creation: followers woken together joined
+        return await _read_page(resources, tenant_id, run_id, after_seq)
+
+
+def _forget_read(key: tuple[int, uuid.UUID, uuid.UUID, int], read: _PageRead) -> None:
+    if _READING.get(key) is read:
+        del _READING[key]
+
+
+async def _read_page(
     resources: Resources, tenant_id: uuid.UUID, run_id: uuid.UUID, after_seq: int
 ) -> list[EventView]:
     async with transaction(resources, tenant_id) as session:
