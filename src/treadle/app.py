@@ -18,8 +18,10 @@ from taskiq import InMemoryBroker
 
 from treadle.errors import RateLimitedError, TreadleError
 from treadle.logging import configure_logging, request_id_var
+from treadle.metrics import Metrics
 from treadle.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from treadle.resources import Resources, open_resources
+from treadle.rest.metrics import metrics_routes
 from treadle.rest.routes import rest_routes
 from treadle.schema.build import build_schema
 from treadle.schema.context import TreadleGraphQL
@@ -84,9 +86,12 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
         ws_ping_seconds=settings.treadle_ws_ping_seconds,
     )
 
+    metrics = Metrics()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Resources]]:
-        async with open_resources(settings, embedded=embedded_worker) as resources:
+        async with open_resources(settings, embedded=embedded_worker, metrics=metrics) as resources:
+            metrics.watch_subscribers(lambda: resources.bus.stats().subscriptions)
             if not embedded_worker:
                 yield {"resources": resources}
                 return
@@ -96,6 +101,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
 
     routes = [
         *rest_routes(),
+        *metrics_routes(),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
     ]

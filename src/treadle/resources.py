@@ -17,6 +17,7 @@ from treadle.db import SessionMaker, build_engine, build_sessionmaker
 from treadle.engine.ai import ModelClient
 from treadle.engine.steps import StepRegistry, build_registry
 from treadle.engine.template import TemplateEngine
+from treadle.metrics import Metrics
 from treadle.net.egress import EgressPolicy, build_http_client
 from treadle.pubsub import EventBus, MemoryEventBus, RedisEventBus
 from treadle.queue import StepQueue
@@ -46,6 +47,7 @@ class Resources:
     tokens: TokenCodec
     timers: LocalTimers
     limiter: RateLimiter
+    metrics: Metrics
 
     @property
     def dispatch_grace(self) -> timedelta:
@@ -59,9 +61,16 @@ class Resources:
 
 @contextlib.asynccontextmanager
 async def open_resources(
-    settings: Settings, *, broker: AsyncBroker | None = None, embedded: bool = False
+    settings: Settings,
+    *,
+    broker: AsyncBroker | None = None,
+    embedded: bool = False,
+    metrics: Metrics | None = None,
 ) -> AsyncIterator[Resources]:
-    """Open every client the process needs; close them all on exit."""
+    """Open every client the process needs; close them all on exit.
+
+    ``metrics`` is the entry point's registry; without one the process gets a private one.
+    """
     async with contextlib.AsyncExitStack() as stack:
         engine = build_engine(settings.database_url, pool_size=settings.treadle_db_pool_size)
         stack.push_async_callback(engine.dispose)
@@ -113,6 +122,7 @@ async def open_resources(
             tokens=TokenCodec(settings.resolve_jwt_secret(), settings.jwt_ttl_seconds),
             timers=timers,
             limiter=RateLimiter.build(settings, redis),
+            metrics=metrics if metrics is not None else Metrics(),
         )
         broker.state.resources = resources
         yield resources

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import uuid
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Final
@@ -107,6 +108,7 @@ class TaskiqStepQueue:
 def create_broker() -> AsyncBroker:
     """Entry point of ``taskiq worker``: builds settings, broker and, on start, resources."""
     from treadle.logging import configure_logging
+    from treadle.metrics import Metrics
     from treadle.resources import open_resources
     from treadle.tasks.reaper import run_reaper
 
@@ -114,9 +116,13 @@ def create_broker() -> AsyncBroker:
     configure_logging(settings.log_level, secrets=[settings.jwt_secret, settings.openai_api_key])
     broker = build_broker(settings, embedded=False)
     stack = contextlib.AsyncExitStack()
+    # Under `treadle worker` with a metrics port, values go to the parent's shared directory.
+    metrics = Metrics(multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
     async def on_startup(state: TaskiqState) -> None:
-        resources = await stack.enter_async_context(open_resources(settings, broker=broker))
+        resources = await stack.enter_async_context(
+            open_resources(settings, broker=broker, metrics=metrics)
+        )
         state.resources = resources
         await stack.enter_async_context(run_reaper(resources))
         logger.info("worker ready")
