@@ -211,7 +211,7 @@ def _reclaim(resources: Resources, txn: RunTxn, step: WorkflowStep, now: datetim
     """The attempt's lease ran out: its worker died. Retry it, or fail the step if spent."""
     dag = resources.dags.get(dag_key(txn.run), txn.run.definition)
     policy = dag.nodes[step.node_id].retry
-    if can_retry(policy, step.attempt):
+    if can_retry(policy, step.attempt - step.attempt_base):
         txn.writer.append(
             EventType.STEP_RETRYING,
             step.node_id,
