@@ -7,11 +7,14 @@ port). Each stack is this module's own, so the counts are exact.
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import socket
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from tests.fakes import serve_app
 from tests.fakes.sink import Sink
 from tests.support.client import RestApi
 from tests.support.live import LiveServer, WorkerProcess
+from tests.support.services import PG_URL, create_pg_database, drop_pg_database
 from treadle.migrate import upgrade
 
 TOKEN = "metrics-token-" + "m" * 24
@@ -233,14 +237,79 @@ def test_live_subscribers_gauge(stack: Stack) -> None:
             time.sleep(0.1)
 
 
-def test_worker_port_and_api_require_the_token_when_set(stack: Stack) -> None:
-    if stack.token is None:
-        pytest.skip("the embedded stack runs without a metrics token")
+def test_the_token_rule_outside_production(stack: Stack) -> None:
+    """Development: open without a token; with one set, every target requires it."""
     for url in stack.targets:
+        if stack.token is None:
+            assert httpx.get(url, timeout=10).status_code == 200
+            continue
         assert httpx.get(url, timeout=10).status_code == 401
         wrong = {"Authorization": "Bearer nope"}
         assert httpx.get(url, headers=wrong, timeout=10).status_code == 401
         assert httpx.get(url, headers=stack.headers, timeout=10).status_code == 200
+
+
+@pytest.fixture
+def lone_pg_url(pg_url: str) -> Iterator[str]:
+    """A database of this test's own: no other worker's reaper may reclaim its step."""
+    assert PG_URL is not None  # pg_url already required it
+    url = asyncio.run(create_pg_database(PG_URL, f"treadle_lease_{os.getpid()}"))
+    upgrade(url)
+    yield url
+    asyncio.run(drop_pg_database(PG_URL, url))
+
+
+def test_a_lease_expiry_is_counted_by_the_worker_that_recovers_it(
+    lone_pg_url: str,
+    redis_url: str,
+    sink: tuple[Sink, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recorder, sink_url = sink
+    first = make_settings(
+        lone_pg_url,
+        tmp_path,
+        redis_url=redis_url,
+        treadle_lease_seconds=2.0,
+        treadle_reaper_interval_seconds=0.5,
+        treadle_worker_metrics_port=free_port(),
+    )
+    second = first.model_copy(update={"treadle_worker_metrics_port": free_port()})
+    path = f"/slow/lease-{uuid.uuid4().hex[:8]}"
+    nodes = [{"id": "slow", "type": "HTTP_REQUEST", "config": {"url": f"{sink_url}{path}?ms=3000"}}]
+    with LiveServer.api(first) as server, RestApi(server.base_url) as api:
+        alice = register(api, "Lease")
+        body = {"name": "slow", "definition": {"nodes": nodes, "edges": []}}
+        workflow = api.call("POST", "/api/workflows", alice.token, json=body)
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(_mkdir(tmp_path / "mp-first")))
+        with WorkerProcess(first) as doomed:
+            run = api.call("POST", f"/api/workflows/{workflow['id']}/execute", alice.token)
+            _wait_for(lambda: any(r.path == path for r in list(recorder.requests)))
+            doomed.signal(signal.SIGKILL)  # mid-call: the attempt's lease will run out
+            doomed.wait(timeout=10)
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(_mkdir(tmp_path / "mp-second")))
+        with WorkerProcess(second):
+            done = wait_run(api, alice.token, run["id"])
+            assert done["status"] == "COMPLETED", done
+            url = f"http://127.0.0.1:{second.treadle_worker_metrics_port}/metrics"
+            samples = scrape(url)
+    tenant = alice.tenant["id"]
+    assert value(samples, "treadle_lease_expiries_total", tenant=tenant) == 1
+    assert value(samples, "treadle_step_retries_total", tenant=tenant, type="HTTP_REQUEST") == 1
+    assert value(samples, "treadle_runs_finished_total", tenant=tenant, status="COMPLETED") == 1
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition never held"
+        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
