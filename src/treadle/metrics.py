@@ -15,9 +15,11 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import hmac
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -29,6 +31,8 @@ from treadle.errors import NotFoundError, UnauthenticatedError
 if TYPE_CHECKING:
     from treadle.services.views import EventView
 
+logger = logging.getLogger(__name__)
+P = ParamSpec("P")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STEP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -66,17 +70,31 @@ def render_multiprocess(path: str, extra: Sequence[Collector] = ()) -> bytes:
     return generate_latest(registry)
 
 
+def _never_raises(method: Callable[P, None]) -> Callable[P, None]:
+    """Metrics are recorded on the hot path (after commit, around a step): a failure to record
+    (say, a full disk under the multiprocess directory) is logged, never propagated."""
+
+    @functools.wraps(method)
+    def safe(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            method(*args, **kwargs)
+        except Exception:
+            logger.warning("recording a metric failed", exc_info=True)
+
+    return safe
+
+
 class _SubscriberCollector(Collector):
     """Live subscriptions of this API process, read from the event bus at scrape time."""
 
     def __init__(self, count: Callable[[], int]) -> None:
-        self._count = count
+        self.count = count
 
     def collect(self) -> Iterator[Metric]:
         gauge = GaugeMetricFamily(
             "treadle_live_subscribers", "Live run-event subscriptions (GraphQL and SSE) here"
         )
-        gauge.add_metric([], float(self._count()))
+        gauge.add_metric([], float(self.count()))
         yield gauge
 
 
@@ -89,6 +107,7 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.multiprocess_dir = multiprocess_dir
         self._extra: list[Collector] = []
+        self._subscribers: _SubscriberCollector | None = None
         reg = self.registry
         self.runs_started = Counter(
             "treadle_runs_started", "Runs started (executed)", ["tenant"], registry=reg
@@ -133,11 +152,15 @@ class Metrics:
         )
 
     def watch_subscribers(self, count: Callable[[], int]) -> None:
-        """Report ``count()`` as the live-subscriber gauge (the API's event bus)."""
-        collector = _SubscriberCollector(count)
-        self._extra.append(collector)
-        self.registry.register(collector)
+        """Report ``count()`` as the live-subscriber gauge (the API's event bus); a second
+        call (the app's lifespan run again) replaces the source rather than adding a gauge."""
+        if self._subscribers is None:
+            self._subscribers = _SubscriberCollector(count)
+            self._extra.append(self._subscribers)
+            self.registry.register(self._subscribers)
+        self._subscribers.count = count
 
+    @_never_raises
     def observe_events(
         self, tenant_id: object, events: Sequence[EventView], step_types: Mapping[str, str]
     ) -> None:
@@ -166,9 +189,11 @@ class Metrics:
         if isinstance(error, dict) and error.get("code") == WORKER_LOST_CODE:
             self.lease_expiries.labels(tenant).inc()
 
+    @_never_raises
     def observe_attempt(self, step_type: str, outcome: str, seconds: float) -> None:
         self.step_duration.labels(step_type, outcome).observe(max(0.0, seconds))
 
+    @_never_raises
     def observe_lag(self, step_type: str, seconds: float) -> None:
         self.queue_lag.labels(step_type).observe(max(0.0, seconds))
 

@@ -66,3 +66,25 @@ def test_token_rule() -> None:
     with pytest.raises(UnauthenticatedError):
         check_metrics_token("s3cret", True, "Bearer s3cre")
     check_metrics_token("s3cret", True, "Bearer s3cret")
+
+
+def test_a_failure_to_record_never_reaches_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    metrics = Metrics()
+
+    def broken(*_: object) -> None:
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(metrics.runs_started, "labels", broken)
+    metrics.observe_events(TENANT, [event("RUN_CREATED")], {})  # logged, not raised
+    monkeypatch.setattr(metrics.queue_lag, "labels", broken)
+    metrics.observe_lag("TRANSFORM", 0.1)
+
+
+def test_the_subscriber_gauge_is_one_gauge_whatever_the_lifespans() -> None:
+    metrics = Metrics()
+    metrics.watch_subscribers(lambda: 3)
+    metrics.watch_subscribers(lambda: 5)  # the app's lifespan ran again
+    text = metrics.render().decode()
+    assert [line for line in text.splitlines() if line.startswith("treadle_live_subscribers")] == [
+        "treadle_live_subscribers 5.0"
+    ]
