@@ -21,10 +21,12 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from treadle.errors import RateLimitedError, TreadleError
 from treadle.graphiql import graphiql_assets
 from treadle.logging import configure_logging, request_id_var
+from treadle.metrics import Metrics
 from treadle.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from treadle.resolvers.build import build_schema
 from treadle.resources import Resources
 from treadle.rest.feed import run_feed
+from treadle.rest.metrics import metrics_routes
 from treadle.rest.routes import rest_routes
 from treadle.schema.context import TreadleGraphQL
 from treadle.settings import Settings
@@ -104,9 +106,12 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
         ws_ping_seconds=settings.treadle_ws_ping_seconds,
     )
 
+    metrics = Metrics()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Resources]]:
-        async with open_runtime(settings, embedded=embedded_worker) as resources:
+        async with open_runtime(settings, embedded=embedded_worker, metrics=metrics) as resources:
+            metrics.watch_subscribers(lambda: resources.bus.stats().subscriptions)
             if not embedded_worker:
                 yield {"resources": resources}
                 return
@@ -116,6 +121,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
 
     routes = [
         *rest_routes(),
+        *metrics_routes(),
         Route("/graphql", graphql, methods=["GET", "POST"]),
         WebSocketRoute("/graphql", graphql),
         WebSocketRoute("/ws", run_feed),  # the tenant's run updates as plain JSON

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 
 from treadle.settings import Settings
@@ -33,6 +34,16 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.redis_url:
         print("treadle worker needs REDIS_URL (embedded mode runs steps in `treadle dev`)")  # noqa: T201
         return 2
+    with contextlib.ExitStack() as stack:
+        if settings.treadle_worker_metrics_port is not None:
+            # Before anything imports prometheus_client: the forked children inherit its mode.
+            from treadle.tasks.exporter import serve_worker_metrics
+
+            stack.enter_context(serve_worker_metrics(settings))
+        return _run_taskiq(settings, args)
+
+
+def _run_taskiq(settings: Settings, args: argparse.Namespace) -> int:
     from taskiq.cli.worker.args import WorkerArgs
     from taskiq.cli.worker.run import run_worker
 

@@ -18,6 +18,7 @@ from treadle.engine.ai import ModelClient
 from treadle.engine.dagcache import DagCache
 from treadle.engine.steps import StepRegistry, build_registry
 from treadle.engine.template import TemplateEngine
+from treadle.metrics import Metrics
 from treadle.net.egress import EgressPolicy, build_http_client
 from treadle.pubsub import EventBus, MemoryEventBus, RedisEventBus
 from treadle.queue import LocalTimers, StepQueue, TaskiqStepQueue
@@ -45,6 +46,7 @@ class Resources:
     timers: LocalTimers
     limiter: RateLimiter
     identities: IdentityCache
+    metrics: Metrics
 
     @property
     def dispatch_grace(self) -> timedelta:
@@ -57,11 +59,14 @@ class Resources:
 
 
 @contextlib.asynccontextmanager
-async def open_resources(settings: Settings, *, broker: AsyncBroker) -> AsyncIterator[Resources]:
+async def open_resources(
+    settings: Settings, *, broker: AsyncBroker, metrics: Metrics | None = None
+) -> AsyncIterator[Resources]:
     """Open every client the process needs; close them all on exit.
 
     The entry point builds ``broker`` (``treadle.tasks.broker``: it knows the tasks, this
     module knows none); it is started here unless it is a worker's, which taskiq starts.
+    ``metrics`` is the entry point's registry; without one the process gets a private one.
     """
     async with contextlib.AsyncExitStack() as stack:
         engine = build_engine(
@@ -117,6 +122,7 @@ async def open_resources(settings: Settings, *, broker: AsyncBroker) -> AsyncIte
             timers=timers,
             limiter=RateLimiter.build(settings, redis),
             identities=IdentityCache(settings.treadle_auth_cache_seconds),
+            metrics=metrics if metrics is not None else Metrics(),
         )
         broker.state.resources = resources
         yield resources

@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     treadle_max_subscriptions_per_tenant: int = Field(default=1000, gt=0)
     treadle_subscriber_buffer: int = Field(default=256, ge=1)
     treadle_subscriber_poll_seconds: float = Field(default=5.0, gt=0)
+    # Metrics: /metrics on the API (in production only with this bearer token set), and a port
+    # of its own on each `treadle worker` (unset = no worker metrics server).
+    treadle_metrics_token: str | None = None
+    treadle_worker_metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    treadle_worker_metrics_host: str = "127.0.0.1"
 
     @model_validator(mode="after")
     def _production_secret(self) -> Settings:

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -99,9 +99,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
 class WorkerProcess:
     """A real ``treadle worker`` process (its own process group, so kills reach all of it)."""
 
-    def __init__(self, settings: Settings, *, log: Path | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, log: Path | None = None, args: Sequence[str] = ()
+    ) -> None:
         self.settings = settings
         self.log = log
+        self.args = list(args)  # more `treadle worker` options, e.g. ["--processes", "2"]
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
@@ -109,8 +112,8 @@ class WorkerProcess:
             out: int | IO[bytes] = subprocess.DEVNULL
             if self.log:
                 out = stack.enter_context(open(self.log, "ab"))  # the child keeps its own copy
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "treadle.cli", "worker", "--grace", "10"],
+            self.proc = subprocess.Popen(  # noqa: S603 - our CLI, arguments chosen by tests
+                [sys.executable, "-m", "treadle.cli", "worker", "--grace", "10", *self.args],
                 env=settings_env(self.settings),
                 cwd=ROOT,
                 stdout=out,

@@ -104,3 +104,34 @@ def _decide(
     # A parent skipped in this very call is not in ``states`` as SKIPPED yet, but its edge is not
     # taken either way, since only a COMPLETED parent takes an edge.
     return any(edge_taken(edge, states.get(edge.source, _PENDING)) for edge in incoming)
+
+
+def rerun_start(dag: Dag, states: Mapping[str, StepState]) -> str | None:
+    """Where a rerun starts by default: the first FAILED node in topological order, else the
+    first CANCELLED one, else the first that did not complete; None when every node did."""
+    for wanted in (StepStatus.FAILED, StepStatus.CANCELLED):
+        for node_id in dag.order:
+            if states.get(node_id, _PENDING).status is wanted:
+                return node_id
+    return next(
+        (n for n in dag.order if states.get(n, _PENDING).status is not StepStatus.COMPLETED),
+        None,
+    )
+
+
+def rerun_nodes(dag: Dag, states: Mapping[str, StepState], start: str) -> tuple[str, ...]:
+    """The nodes a rerun from ``start`` resets, in topological order.
+
+    ``start`` and everything downstream of it run again, even if they had completed; so does
+    every node that did not complete (a branch cancelled by the failure, a skip to re-decide).
+    Completed nodes elsewhere keep their outputs.
+    """
+    downstream = {start}
+    for node_id in dag.order:  # parents first, so one pass reaches every descendant
+        if any(edge.source in downstream for edge in dag.parents[node_id]):
+            downstream.add(node_id)
+    return tuple(
+        node_id
+        for node_id in dag.order
+        if node_id in downstream or states.get(node_id, _PENDING).status is not StepStatus.COMPLETED
+    )

@@ -39,6 +39,7 @@ class EventType(StrEnum):
     RUN_COMPLETED = "RUN_COMPLETED"
     RUN_FAILED = "RUN_FAILED"
     RUN_CANCELLED = "RUN_CANCELLED"
+    RUN_RESUMED = "RUN_RESUMED"  # a rerun: a new attempt of a FAILED or CANCELLED run
 
 
 TERMINAL_RUN: Final = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})

@@ -54,6 +54,9 @@ class WorkflowStep(TenantOwned, Base):
     type: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16))
     attempt: Mapped[int] = mapped_column(Integer, default=0)
+    # The attempts made before the latest rerun: the retry policy counts ``attempt - attempt_base``
+    # while ``attempt`` keeps growing, so outbound idempotency keys are never reused.
+    attempt_base: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     output: Mapped[Any] = mapped_column(JSONType, nullable=True)
     error: Mapped[Any] = mapped_column(JSONType, nullable=True)
     # When the reaper should next dispatch this step (a ready step not picked up, a retry or

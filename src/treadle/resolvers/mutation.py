@@ -14,7 +14,7 @@ from treadle.schema.inputs import (
     as_payload,
 )
 from treadle.schema.types import AuthPayload, Run, User, Workflow
-from treadle.services import auth, runs, workflows
+from treadle.services import auth, rerun, runs, workflows
 
 
 @strawberry.type
@@ -76,3 +76,22 @@ class Mutation:
     async def cancel_run(self, info: Info, id: strawberry.ID) -> Run:
         async with info.context.service() as ctx:
             return Run.from_view(await runs.cancel_run(ctx, str(id)))
+
+    @strawberry.mutation
+    async def rerun_run(
+        self,
+        info: Info,
+        id: strawberry.ID,
+        from_node_id: strawberry.ID | None = None,
+        input: JSON | None = None,
+        idempotency_key: str | None = None,
+    ) -> Run:
+        async with info.context.service() as ctx:
+            execution = await rerun.rerun_run(
+                ctx,
+                str(id),
+                None if from_node_id is None else str(from_node_id),
+                cast(engine_json.JSON, input),
+                idempotency_key,
+            )
+        return Run.from_view(execution.run)

@@ -215,7 +215,21 @@ def _input_schemas() -> dict[str, Schema]:
             }
         },
     }
+    rerun = {
+        "type": "object",
+        "properties": {
+            "fromNodeId": {
+                "description": "Re-run from this node (default: the first failed one).",
+                "type": ["string", "null"],
+            },
+            "input": {
+                "description": "A new input for the run (absent or null: unchanged).",
+                "type": ["object", "null"],
+            },
+        },
+    }
     return {
+        "RerunInput": rerun,
         "RegisterInput": _from_model(RegisterInput),
         "LoginInput": _from_model(LoginInput),
         "CreateUserInput": _from_model(CreateUserInput),
@@ -663,6 +677,27 @@ def _run_paths() -> dict[str, Schema]:
                 {"200": stream_ok, **one, **_errors(400)},
                 parameters=[{"$ref": "#/components/parameters/afterSeq"}, token, last_event_id],
                 security=[{"bearerAuth": []}, {"queryToken": []}],
+            ),
+        },
+        "/api/runs/{id}/rerun": {
+            "parameters": [_ID],
+            "post": _operation(
+                "rerunRun",
+                "A new attempt of a FAILED or CANCELLED run, in place, from a node onward",
+                "runs",
+                {
+                    "200": _ok("The run an earlier request with this key resumed.", "Run"),
+                    "202": _ok("The resumed run.", "Run", run_links),
+                    **one,
+                    **_errors(*_WRITE, 409),
+                },
+                parameters=[
+                    {
+                        **idempotency_key,
+                        "description": "Same key, same run, within 24 h: no new attempt (200).",
+                    }
+                ],
+                requestBody=_body("RerunInput", required=False),
             ),
         },
         "/api/runs/{id}/cancel": {

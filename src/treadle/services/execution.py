@@ -105,8 +105,11 @@ async def _claim(resources: Resources, ref: StepRef) -> Claim | None:
         if RunStatus(txn.run.status) in TERMINAL_RUN:
             return None
         step = next((row for row in txn.steps.values() if row.id == ref.step_id), None)
+        lag = None if step is None else _queue_lag(resources, step, now)
         if step is None or not _take(resources, txn, step, now):
             return None
+        if lag is not None:
+            resources.metrics.observe_lag(step.type, lag)
         step.due_at = step.lease_until
         if not _inline(resources, step):
             return _claim_of(txn, step)
@@ -126,6 +129,19 @@ def _claim_of(txn: RunTxn, step: WorkflowStep) -> Claim:
         dag_key=dag_key(txn.run),
         context=template_context(txn.run, txn.steps),
     )
+
+
+def _queue_lag(resources: Resources, step: WorkflowStep, now: datetime) -> float | None:
+    """Seconds since the step became ready (PENDING) or its retry came due (RETRYING).
+
+    A dispatched step is due ``dispatch_grace`` after it became ready; when the reaper had to
+    send it again, that due time moved on, so the lag then counts from the last dispatch.
+    """
+    if step.status == StepStatus.PENDING and step.due_at is not None:
+        return (now - (step.due_at - resources.dispatch_grace)).total_seconds()
+    if step.status == StepStatus.RETRYING and step.wake_at is not None:
+        return (now - step.wake_at).total_seconds()
+    return None
 
 
 def _inline(resources: Resources, step: WorkflowStep) -> bool:
@@ -195,7 +211,7 @@ def _reclaim(resources: Resources, txn: RunTxn, step: WorkflowStep, now: datetim
     """The attempt's lease ran out: its worker died. Retry it, or fail the step if spent."""
     dag = resources.dags.get(dag_key(txn.run), txn.run.definition)
     policy = dag.nodes[step.node_id].retry
-    if can_retry(policy, step.attempt):
+    if can_retry(policy, step.attempt - step.attempt_base):
         txn.writer.append(
             EventType.STEP_RETRYING,
             step.node_id,
@@ -241,12 +257,17 @@ def _context(resources: Resources, claim: Claim) -> StepContext:
 async def _run(resources: Resources, claim: Claim, ctx: StepContext) -> Outcome:
     dag = resources.dags.get(claim.dag_key, claim.definition)
     node = dag.nodes[claim.node_id]
-    return await execute_step(
+    started = time.monotonic()
+    outcome = await execute_step(
         resources.registry[node.type],
         dag.configs[claim.node_id],
         ctx,
         timeout_seconds=node.timeout_seconds,
     )
+    resources.metrics.observe_attempt(
+        node.type, type(outcome).__name__.lower(), time.monotonic() - started
+    )
+    return outcome
 
 
 async def _execute(resources: Resources, claim: Claim) -> Outcome | None:

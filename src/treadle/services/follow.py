@@ -168,10 +168,10 @@ async def _catch_up(
     while True:
         page = await _stored(resources, tenant_id, run_id, cursor.last)
         for event in page:
+            # Not stopping at a terminal event: a RUN_RESUMED after it (a rerun) reopens the
+            # run, and the stream ends only after the last attempt's terminal event.
             cursor.advance(event)
             yield event
-            if cursor.done:
-                return
         if len(page) < PAGE:
             break
     if not page and await _finished_before(resources, tenant_id, run_id, cursor.last):

@@ -48,8 +48,9 @@ def _on_failure(
     txn: RunTxn, step: WorkflowStep, failed: Failed, policy: RetryPolicy, now: datetime
 ) -> None:
     error: JSONObject = {"code": failed.code, "message": scrub_text(failed.error)}
-    if failed.retryable and can_retry(policy, step.attempt):
-        wake = now + timedelta(seconds=backoff_seconds(policy, step.attempt))
+    tries = step.attempt - step.attempt_base  # this run attempt's tries (see services.rerun)
+    if failed.retryable and can_retry(policy, tries):
+        wake = now + timedelta(seconds=backoff_seconds(policy, tries))
         step.status = transition(StepStatus.RUNNING, StepStatus.RETRYING)
         step.error, step.wake_at, step.due_at, step.lease_until = error, wake, wake, None
         txn.writer.append(

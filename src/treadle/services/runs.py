@@ -89,8 +89,8 @@ async def execute_workflow(
     txn.writer.append(EventType.RUN_CREATED, None, {"workflowVersion": workflow.version})
     txn.dispatch = settle(run, dag, steps, txn.writer, now, ctx.resources.dispatch_grace)
     await ctx.session.flush()
-    _after_commit(ctx, txn)
-    return Execution(run=_run_view(run, steps), created=True)
+    defer_effects(ctx, txn)
+    return Execution(run=run_view(run, steps), created=True)
 
 
 async def _run_for_key(ctx: ServiceContext, workflow_id: uuid.UUID, key: str) -> WorkflowRun | None:
@@ -120,7 +120,7 @@ async def _load_run(ctx: ServiceContext, run_id: str) -> WorkflowRun:
 
 async def _view(ctx: ServiceContext, run: WorkflowRun) -> RunView:
     rows = await ctx.session.execute(select(WorkflowStep).where(WorkflowStep.run_id == run.id))
-    return _run_view(run, {row.node_id: row for row in rows.scalars()})
+    return run_view(run, {row.node_id: row for row in rows.scalars()})
 
 
 async def get_run(ctx: ServiceContext, run_id: str) -> RunView:
@@ -250,11 +250,12 @@ async def cancel_run(ctx: ServiceContext, run_id: str) -> RunView:
     cancel_open_steps(txn.steps, txn.writer, now)
     finish_run(txn.run, RunStatus.CANCELLED, txn.writer, now)
     await ctx.session.flush()
-    _after_commit(ctx, txn)
-    return _run_view(txn.run, txn.steps)
+    defer_effects(ctx, txn)
+    return run_view(txn.run, txn.steps)
 
 
-def _after_commit(ctx: ServiceContext, txn: RunTxn) -> None:
+def defer_effects(ctx: ServiceContext, txn: RunTxn) -> None:
+    """After ``ctx`` commits: publish the transaction's events and enqueue its steps."""
     tenant_id = txn.run.tenant_id
 
     async def hook() -> None:
@@ -272,6 +273,6 @@ def _node_order(definition: JSONObject) -> list[str]:
     )
 
 
-def _run_view(run: WorkflowRun, steps: dict[str, WorkflowStep]) -> RunView:
+def run_view(run: WorkflowRun, steps: dict[str, WorkflowStep]) -> RunView:
     order = _node_order(run.definition)
     return RunView.of(run, tuple(StepView.of(steps[node]) for node in order if node in steps))

@@ -60,8 +60,12 @@ async def load_run_txn(session: AsyncSession, resources: Resources, run_id: uuid
 
 async def after_commit(resources: Resources, tenant_id: uuid.UUID, txn: RunTxn) -> None:
     """Publish and enqueue; failures here delay work (the reaper repeats it) but lose nothing."""
+    views = txn.writer.views()
+    resources.metrics.observe_events(
+        tenant_id, views, {node: row.type for node, row in txn.steps.items()}
+    )
     try:
-        await publish_events(resources.bus, tenant_id, txn.writer.views(), txn.run.workflow_id)
+        await publish_events(resources.bus, tenant_id, views, txn.run.workflow_id)
     except Exception:
         logger.warning("publishing run events failed", exc_info=True)
     run_id = txn.run.id

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 
@@ -23,6 +24,7 @@ from taskiq.state import TaskiqState
 from taskiq_redis import RedisStreamBroker
 
 from treadle.logging import configure_logging
+from treadle.metrics import Metrics
 from treadle.queue import RUN_STEP, StepRef
 from treadle.resources import Resources, open_resources
 from treadle.services.execution import advance_step
@@ -89,10 +91,13 @@ def build_broker(settings: Settings, *, embedded: bool) -> AsyncBroker:
 
 
 @contextlib.asynccontextmanager
-async def open_runtime(settings: Settings, *, embedded: bool = False) -> AsyncIterator[Resources]:
+async def open_runtime(
+    settings: Settings, *, embedded: bool = False, metrics: Metrics | None = None
+) -> AsyncIterator[Resources]:
     """``open_resources`` over a new broker that knows ``treadle.run_step``: for the API,
     embedded mode (whose in-process broker runs the steps) and one-off commands."""
-    async with open_resources(settings, broker=build_broker(settings, embedded=embedded)) as res:
+    broker = build_broker(settings, embedded=embedded)
+    async with open_resources(settings, broker=broker, metrics=metrics) as res:
         yield res
 
 
@@ -102,9 +107,13 @@ def create_broker() -> AsyncBroker:
     configure_logging(settings.log_level, secrets=[settings.jwt_secret, settings.openai_api_key])
     broker = build_broker(settings, embedded=False)
     stack = contextlib.AsyncExitStack()
+    # Under `treadle worker` with a metrics port, values go to the parent's shared directory.
+    metrics = Metrics(multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
     async def on_startup(state: TaskiqState) -> None:
-        resources = await stack.enter_async_context(open_resources(settings, broker=broker))
+        resources = await stack.enter_async_context(
+            open_resources(settings, broker=broker, metrics=metrics)
+        )
         state.resources = resources
         await stack.enter_async_context(run_reaper(resources))
         logger.info("worker ready")
