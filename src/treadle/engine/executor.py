@@ -18,7 +18,7 @@ from typing import Final, TypeAlias
 
 from pydantic import BaseModel
 
-from treadle.engine.json import JSON
+from treadle.engine.json import JSON, unstorable
 from treadle.engine.steps import Sleep, StepContext, StepError, StepType
 from treadle.engine.template import TemplateError
 
@@ -82,6 +82,9 @@ async def execute_step(
 
 
 def _check_output(output: JSON, max_output_bytes: int, ctx: StepContext) -> Outcome:
+    problem = unstorable(output)  # before encoding: a lone surrogate cannot even be encoded
+    if problem is not None:
+        return unstorable_output(problem)
     try:
         encoded = json.dumps(output, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError):
@@ -93,3 +96,9 @@ def _check_output(output: JSON, max_output_bytes: int, ctx: StepContext) -> Outc
         message = f"the step output is {size:,} bytes; the limit is {max_output_bytes:,}"
         return Failed(message, "OUTPUT_TOO_LARGE", retryable=False)
     return Succeeded(output)
+
+
+def unstorable_output(problem: str) -> Failed:
+    """The permanent failure of a step whose output the database cannot store."""
+    message = f"the step output cannot be stored: it contains {problem}"
+    return Failed(message, "INVALID_OUTPUT", retryable=False)
