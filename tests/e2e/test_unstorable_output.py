@@ -41,4 +41,3 @@ def test_unstorable_output_fails_the_step_once(
     assert step["error"]["code"] == "INVALID_OUTPUT"
     assert "cannot be stored" in step["error"]["message"]
     assert run["error"]["code"] == "INVALID_OUTPUT"
-

@@ -3,7 +3,7 @@
 Invariants:
 - ``execute_step`` never raises for a step's own failure (errors, timeouts, bad output): it
   returns ``Failed``. Only ``asyncio.CancelledError`` (the worker shutting down or the run being
-  cancelled) propagates.
+  cancelled) and ``HandOff`` (an inline step too slow to stay inline) propagate.
 - An unexpected exception is logged once, here, and reported as a retryable INTERNAL failure
   without its message, which may hold details users must not see.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, TypeAlias
@@ -20,7 +21,7 @@ from pydantic import BaseModel
 
 from treadle.engine.json import JSON, unstorable
 from treadle.engine.steps import Sleep, StepContext, StepError, StepType
-from treadle.engine.template import TemplateError
+from treadle.engine.template import HandOff, TemplateError
 
 MAX_OUTPUT_BYTES: Final = 1_048_576
 
@@ -64,9 +65,13 @@ async def execute_step(
         timeout_seconds: Limit for the attempt; exceeding it is a retryable TIMEOUT.
         max_output_bytes: Limit for the JSON-encoded output (OUTPUT_TOO_LARGE, not retried).
     """
+    # No render outlives the attempt, not even one left running in a thread by the timeout.
+    ctx.allowance.deadline = min(ctx.allowance.deadline, time.monotonic() + timeout_seconds)
     try:
         async with asyncio.timeout(timeout_seconds):
             result = await step.run(config, ctx)
+    except HandOff:
+        raise  # an inline step outgrew its slice: the worker runs it as a claimed step
     except TimeoutError:
         return Failed(f"the step timed out after {timeout_seconds:g} s", "TIMEOUT", retryable=True)
     except StepError as exc:
