@@ -84,9 +84,11 @@ def _redact_item(key: str, item: JSON) -> JSON:
 
 def scrub_text(text: str, known: Iterable[str] = ()) -> str:
     """Remove URL credentials and query values, bearer tokens and the ``known`` secret values."""
-    if "://" in text:
-        text = _URL_CREDENTIALS.sub(f"://{PLACEHOLDER}@", text)
-        text = _scrub_queries(text)
+    if "://" in text:  # substring checks are C-fast: most text skips the patterns entirely
+        if "@" in text:
+            text = _URL_CREDENTIALS.sub(f"://{PLACEHOLDER}@", text)
+        if "?" in text:
+            text = _scrub_queries(text)
     text = _scrub_bearer(text)
     for secret in known:
         if len(secret) >= _MIN_SECRET_LENGTH:
