@@ -39,10 +39,12 @@ _TOKEN: Final = re.compile(r"token(?!s)")  # "token" but not "tokens": maxTokens
 _SECRET_OBJECTS: Final = frozenset({"headers", "query"})
 # Starts at the literal "://" (never at each letter of a scheme) and uses possessive quantifiers:
 # a failed attempt scans only up to the next "/", whitespace or "@", so attempts never overlap.
-_URL_CREDENTIALS: Final = re.compile(r"://[^/\s:@]++(?::[^/\s@]*+)?+@")
+# A URL also ends at a quote, bracket or backslash: in JSON or quoted text the scrub must not
+# swallow the closing quote.
+_URL_CREDENTIALS: Final = re.compile(r"://[^/\s:@\"'<>\\`]++(?::[^/\s@\"'<>\\`]*+)?+@")
 # A URL's query: always matches from "://" (so a later "://" inside it is never re-scanned).
-_URL_QUERY: Final = re.compile(r"://[^\s?#]*+(\?[^\s#]*+)?")
-_QUERY_VALUE: Final = re.compile(r"=[^&;\s#]++")
+_URL_QUERY: Final = re.compile(r"://[^\s?#\"'<>\\`]*+(\?[^\s#\"'<>\\`]*+)?")
+_QUERY_VALUE: Final = re.compile(r"=[^&;\s#\"'<>\\`]++")
 # Searched in the lower-cased UTF-8 bytes, so each pattern starts with a literal word that the regex
 # engine finds by fast substring search (an IGNORECASE pattern would start an attempt at every
 # character); possessive runs keep each attempt to its own whitespace and token.
@@ -82,9 +84,11 @@ def _redact_item(key: str, item: JSON) -> JSON:
 
 def scrub_text(text: str, known: Iterable[str] = ()) -> str:
     """Remove URL credentials and query values, bearer tokens and the ``known`` secret values."""
-    if "://" in text:
-        text = _URL_CREDENTIALS.sub(f"://{PLACEHOLDER}@", text)
-        text = _scrub_queries(text)
+    if "://" in text:  # substring checks are C-fast: most text skips the patterns entirely
+        if "@" in text:
+            text = _URL_CREDENTIALS.sub(f"://{PLACEHOLDER}@", text)
+        if "?" in text:
+            text = _scrub_queries(text)
     text = _scrub_bearer(text)
     for secret in known:
         if len(secret) >= _MIN_SECRET_LENGTH:

@@ -101,6 +101,8 @@ async def open_resources(
         queue = TaskiqStepQueue(broker)
         timers = LocalTimers(queue.enqueue)
         stack.callback(timers.close)
+        templates = TemplateEngine()
+        stack.callback(templates.close)
         resources = Resources(
             settings=settings,
             engine=engine,
@@ -111,7 +113,7 @@ async def open_resources(
             queue=queue,
             registry=registry,
             dags=DagCache(registry),
-            templates=TemplateEngine(),
+            templates=templates,
             http=http,
             model=model,
             hasher=PasswordHasher(

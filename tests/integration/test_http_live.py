@@ -33,6 +33,9 @@ class Verbatim:
     def render(self, value: JSON, context: JSONObject) -> JSON:
         return value
 
+    async def render_bounded(self, value: JSON, context: JSONObject, allowance: object) -> JSON:
+        return value
+
 
 class LoopbackResolver:
     """Maps ``sink.test`` to 127.0.0.1 so no DNS query is ever sent."""

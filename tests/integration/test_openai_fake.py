@@ -167,6 +167,9 @@ class Verbatim:
     def render(self, value: JSON, context: JSONObject) -> JSON:
         return value
 
+    async def render_bounded(self, value: JSON, context: JSONObject, allowance: object) -> JSON:
+        return value
+
 
 async def test_ai_step_streams_end_to_end(
     fake: tuple[FakeOpenAI, str], client: OpenAIModelClient

@@ -3,7 +3,7 @@
 Invariants:
 - ``execute_step`` never raises for a step's own failure (errors, timeouts, bad output): it
   returns ``Failed``. Only ``asyncio.CancelledError`` (the worker shutting down or the run being
-  cancelled) propagates.
+  cancelled) and ``HandOff`` (an inline step too slow to stay inline) propagate.
 - An unexpected exception is logged once, here, and reported as a retryable INTERNAL failure
   without its message, which may hold details users must not see.
 """
@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, TypeAlias
 
 from pydantic import BaseModel
 
-from treadle.engine.json import JSON
+from treadle.engine.json import JSON, unstorable
 from treadle.engine.steps import Sleep, StepContext, StepError, StepType
-from treadle.engine.template import TemplateError
+from treadle.engine.template import HandOff, TemplateError
 
 MAX_OUTPUT_BYTES: Final = 1_048_576
 
@@ -64,9 +65,13 @@ async def execute_step(
         timeout_seconds: Limit for the attempt; exceeding it is a retryable TIMEOUT.
         max_output_bytes: Limit for the JSON-encoded output (OUTPUT_TOO_LARGE, not retried).
     """
+    # No render outlives the attempt, not even one left running in a thread by the timeout.
+    ctx.allowance.deadline = min(ctx.allowance.deadline, time.monotonic() + timeout_seconds)
     try:
         async with asyncio.timeout(timeout_seconds):
             result = await step.run(config, ctx)
+    except HandOff:
+        raise  # an inline step outgrew its slice: the worker runs it as a claimed step
     except TimeoutError:
         return Failed(f"the step timed out after {timeout_seconds:g} s", "TIMEOUT", retryable=True)
     except StepError as exc:
@@ -82,6 +87,9 @@ async def execute_step(
 
 
 def _check_output(output: JSON, max_output_bytes: int, ctx: StepContext) -> Outcome:
+    problem = unstorable(output)  # before encoding: a lone surrogate cannot even be encoded
+    if problem is not None:
+        return unstorable_output(problem)
     try:
         encoded = json.dumps(output, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError):
@@ -93,3 +101,9 @@ def _check_output(output: JSON, max_output_bytes: int, ctx: StepContext) -> Outc
         message = f"the step output is {size:,} bytes; the limit is {max_output_bytes:,}"
         return Failed(message, "OUTPUT_TOO_LARGE", retryable=False)
     return Succeeded(output)
+
+
+def unstorable_output(problem: str) -> Failed:
+    """The permanent failure of a step whose output the database cannot store."""
+    message = f"the step output cannot be stored: it contains {problem}"
+    return Failed(message, "INVALID_OUTPUT", retryable=False)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import re
 import time
 import types
@@ -44,6 +45,8 @@ MAX_ITERATIONS: Final = 100_000  # loop iterations per call, nested loops includ
 MAX_WORK: Final = 2_000_000
 _CHARS_PER_UNIT: Final = 32
 MAX_SECONDS: Final = 5.0  # backstop for costs the work units misjudge; the budget comes first
+MAX_STEP_SECONDS: Final = 5.0  # wall-clock time all the renders of one step attempt may take
+_SECONDS_PER_UNIT: Final = 1e-6
 MAX_DEPTH: Final = 100
 CACHE_SIZE: Final = 1024
 
@@ -56,6 +59,29 @@ class TemplateError(Exception):
         self.message = message
 
 
+class SliceSpent(Exception):  # noqa: N818 - a signal, not an error: the render moves, not fails
+    """The render outgrew its short slice on the event loop; run it again where it may take long.
+
+    Never shown to users: ``treadle.engine.template`` catches it and re-runs the render off the
+    loop (or hands the whole step to a worker).
+    """
+
+
+@dataclass(slots=True)
+class Allowance:
+    """Wall-clock time all the renders of one step attempt may still take, shared by them.
+
+    ``deadline`` (``time.monotonic()``) is the step's own timeout: no render outlives it, so a
+    render still running in a thread when its step timed out stops soon after.
+    """
+
+    seconds: float = MAX_STEP_SECONDS
+    deadline: float = math.inf
+    # Inline steps render only on the loop, inside a transaction: past the slice the whole step
+    # is handed to the claim-run-record path instead of waiting for a thread.
+    inline: bool = False
+
+
 @dataclass(slots=True)
 class Budget:
     """What one public call may still spend: loop iterations, work units, output, time."""
@@ -64,22 +90,37 @@ class Budget:
     work: int = MAX_WORK
     output: int = MAX_CALL_OUTPUT
     deadline: float = field(default_factory=lambda: time.monotonic() + MAX_SECONDS)
+    slice_end: float = math.inf  # past it the render moves off the event loop (SliceSpent)
+    ticks: int = 0
+
+    def tick(self) -> None:
+        """A cheap operation happened: look at the clock every few dozen of them."""
+        self.ticks += 1
+        if self.ticks & 31 == 0:
+            self.check_clock()
 
     def iterate(self, count: int = 1) -> None:
         self.iterations -= count
         if self.iterations < 0:
             raise TemplateError(f"too many loop iterations (at most {MAX_ITERATIONS:,} per call)")
-        self._check_clock()
+        self.check_clock()
 
     def spend(self, amount: int) -> None:
         self.work -= amount
         if self.work < 0:
             raise TemplateError("the template does too much work; simplify it")
-        self._check_clock()
+        # Work about to be done counts already: a big operation never starts on the loop.
+        self.check_clock(amount * _SECONDS_PER_UNIT)
 
-    def _check_clock(self) -> None:
-        if time.monotonic() > self.deadline:
-            raise TemplateError(f"the template ran for more than {MAX_SECONDS:g} s; simplify it")
+    def check_clock(self, ahead: float = 0.0) -> None:
+        now = time.monotonic()
+        if now + ahead > self.slice_end:
+            raise SliceSpent
+        if now > self.deadline:
+            raise TemplateError(
+                f"the templates ran out of time (at most {MAX_SECONDS:g} s per template and "
+                f"{MAX_STEP_SECONDS:g} s per step, within the step's timeout); simplify them"
+            )
 
     def emit(self, size: int) -> None:
         self.output -= size
@@ -98,9 +139,10 @@ def budget() -> Budget:
 
 
 @contextlib.contextmanager
-def call_budget() -> Iterator[None]:
-    """Give the calls inside the block one fresh budget."""
-    token = _BUDGET.set(Budget())
+def call_budget(deadline: float = math.inf, slice_end: float = math.inf) -> Iterator[None]:
+    """Give the calls inside the block one fresh budget, ending by ``deadline`` at the latest."""
+    limit = min(time.monotonic() + MAX_SECONDS, deadline)
+    token = _BUDGET.set(Budget(deadline=limit, slice_end=slice_end))
     try:
         yield
     finally:
@@ -283,7 +325,21 @@ def _wordwrap(env: Environment, s: Any, width: int = 79, *args: Any, **kwargs: A
     wrap = kwargs.get("wrapstring", args[1] if len(args) > 1 else None) or env.newline_sequence
     lines = len(text) // max(width, 1) + 1 if isinstance(width, int) else 1
     _limit(len(text) + lines * len(str(wrap)), MAX_STRING, "the wrapped text")
+    if isinstance(width, int) and kwargs.get("break_long_words", args[0] if args else True):
+        _spend_chars(_long_word_copies(text, max(width, 1)))
     return filters.do_wordwrap(env, text, width, *args, **kwargs)
+
+
+def _long_word_copies(text: str, width: int) -> int:
+    """Characters textwrap copies to break ``text``'s long words: it re-slices the rest of a word
+    for every piece it cuts off, so a word of ``n`` characters costs about ``n * n / 2 / width``.
+    """
+    words = text.split()
+    budget().spend(len(words) // _CHARS_PER_UNIT + 1)
+    longest = max(map(len, words), default=0)
+    if longest <= width:
+        return 0
+    return sum(len(word) * len(word) for word in words if len(word) > width) // (2 * width)
 
 
 def _format(value: Any, *args: Any, **kwargs: Any) -> str:
@@ -489,10 +545,12 @@ class Sandbox(ImmutableSandboxedEnvironment):
             self.tests[name] = _comparing(cast("Callable[..., Any]", self.tests[name]))
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        budget().tick()
         _guard_binop(operator, left, right)
         return super().call_binop(context, operator, left, right)
 
     def call(self, context: Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        budget().tick()  # calls, attributes, operators: a long render stops between them
         # Python-level methods count too: Markup (from |safe or |e) wraps str.center and friends.
         bound = isinstance(obj, types.BuiltinMethodType | types.MethodType)
         owner = getattr(obj, "__self__", None) if bound else None
@@ -504,6 +562,14 @@ class Sandbox(ImmutableSandboxedEnvironment):
             if isinstance(owner, str):
                 args = _guard_str_method(obj.__name__, owner, args, kwargs)
         return super().call(context, obj, *args, **kwargs)
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        budget().tick()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        budget().tick()
+        return super().getitem(obj, argument)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         """Route ``str.format``/``format_map`` through the size-checking formatter."""

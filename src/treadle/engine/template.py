@@ -9,11 +9,15 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
 import math
-from collections.abc import ItemsView, Iterator, KeysView, ValuesView
+import sys
+import time
+from collections.abc import Callable, ItemsView, Iterator, KeysView, ValuesView
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 from jinja2 import Undefined, nodes
@@ -32,10 +36,13 @@ from treadle.engine.sandbox import (
     MAX_SCAN,
     MAX_SECONDS,
     MAX_SOURCE_CHARS,
+    MAX_STEP_SECONDS,
     MAX_STRING,
     MAX_WORK,
+    Allowance,
     Sandbox,
     SandboxRange,
+    SliceSpent,
     TemplateError,
     budget,
     call_budget,
@@ -54,11 +61,31 @@ __all__ = [
     "MAX_SCAN",
     "MAX_SECONDS",
     "MAX_SOURCE_CHARS",
+    "MAX_STEP_SECONDS",
     "MAX_STRING",
     "MAX_WORK",
+    "RENDER_THREADS",
+    "SLICE_SECONDS",
+    "Allowance",
+    "HandOff",
     "TemplateEngine",
     "TemplateError",
 ]
+
+# How long a render may hold the event loop before it is restarted in a thread, and how many
+# threads render at once per process (heavy renders queue for them; light ones never do).
+SLICE_SECONDS: Final = 0.01
+RENDER_THREADS: Final = 1  # threads share the GIL: a second one adds no speed, only contention
+SWITCH_INTERVAL: Final = 0.0005
+
+
+class HandOff(Exception):  # noqa: N818 - a signal to the worker, not an error of the step
+    """An inline step's render needs more than its slice: run the step as a claimed step.
+
+    Inline steps run inside the claiming transaction, which must not wait for a thread; the
+    executor lets this propagate so the worker can claim the step and run it outside.
+    """
+
 
 # --- results -----------------------------------------------------------------------------------
 
@@ -160,6 +187,8 @@ def _located(kind: str, source: str, path: str = "") -> Iterator[None]:
     """Turn any failure into a TemplateError naming the template and where it sits."""
     try:
         yield
+    except SliceSpent:
+        raise
     except Exception as exc:
         snippet = source if len(source) <= 60 else source[:57] + "..."
         where = f" at {path}" if path else ""
@@ -200,6 +229,20 @@ def _strings(value: JSON, path: str, depth: int = 0) -> Iterator[tuple[str, str]
             yield from _strings(item, child, depth + 1)
 
 
+def _timed(work: Callable[[], JSON], allowance: Allowance, slice_seconds: float | None) -> JSON:
+    """Run ``work`` under a fresh budget ending with the allowance; charge it the time taken."""
+    start = time.monotonic()
+    deadline = min(start + max(allowance.seconds, 0.0), allowance.deadline)
+    if deadline <= start:
+        raise TemplateError(f"the step's templates used up their {MAX_STEP_SECONDS:g} s")
+    slice_end = math.inf if slice_seconds is None else start + slice_seconds
+    try:
+        with call_budget(deadline, slice_end):
+            return work()
+    finally:
+        allowance.seconds -= time.monotonic() - start
+
+
 class TemplateEngine:
     """Compiles (with caching) and runs sandboxed templates and expressions."""
 
@@ -208,6 +251,12 @@ class TemplateEngine:
         # Compiling is ~50x slower than running, so cache by source (lru_cache is thread-safe).
         self._template = functools.lru_cache(maxsize=CACHE_SIZE)(self._compile_template)
         self._expression = functools.lru_cache(maxsize=CACHE_SIZE)(self._compile_expression)
+        self._threads: ThreadPoolExecutor | None = None
+
+    def close(self) -> None:
+        """Stop the render threads (renders still running end by their own deadline)."""
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
 
     def render(self, value: JSON, context: JSONObject) -> JSON:
         """Render the templates in ``value`` (dict keys and values, list items) against ``context``.
@@ -222,14 +271,49 @@ class TemplateEngine:
         with call_budget():
             return self._render(value, context, "", 0)
 
+    async def render_bounded(self, value: JSON, context: JSONObject, allowance: Allowance) -> JSON:
+        """``render`` without holding the event loop for long, within the step's ``allowance``.
+
+        Raises:
+            TemplateError: as ``render``, or the step's renders ran out of time.
+            HandOff: an inline step's render outgrew its slice.
+        """
+        return await self._bounded(lambda: self._render(value, context, "", 0), allowance)
+
     def evaluate(self, expression: str, context: JSONObject) -> JSON:
         """Evaluate a bare Jinja2 expression (no braces), e.g. ``input.n > 3``, to a JSON value.
 
         Raises:
             TemplateError: the expression is invalid, fails, or breaks a limit.
         """
-        with call_budget(), _located("expression", expression):
+        with call_budget():
+            return self._evaluate(expression, context)
+
+    async def evaluate_bounded(
+        self, expression: str, context: JSONObject, allowance: Allowance
+    ) -> JSON:
+        """``evaluate`` without holding the event loop for long (see ``render_bounded``)."""
+        return await self._bounded(lambda: self._evaluate(expression, context), allowance)
+
+    def _evaluate(self, expression: str, context: JSONObject) -> JSON:
+        with _located("expression", expression):
             return _to_json(self._expression(expression)(context))
+
+    async def _bounded(self, work: Callable[[], JSON], allowance: Allowance) -> JSON:
+        """Run ``work`` on the loop for at most a slice; if it needs longer, start it again in
+        a render thread (deterministic templates give the same result) and await that."""
+        try:
+            return _timed(work, allowance, SLICE_SECONDS)
+        except SliceSpent:
+            if allowance.inline:
+                raise HandOff from None
+        if self._threads is None:
+            # A render thread holds the GIL until asked to drop it; a short switch interval
+            # keeps the loop (and aiosqlite's threads) waiting well under a millisecond for it.
+            sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
+            self._threads = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="template")
+        future = self._threads.submit(_timed, work, allowance, None)
+        return await asyncio.wrap_future(future)
 
     def check_template(self, value: JSON) -> None:
         """Raise TemplateError if a string in ``value`` (keys included) is not a valid template."""

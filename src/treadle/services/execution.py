@@ -26,6 +26,7 @@ from treadle.engine.json import JSONObject
 from treadle.engine.retry import can_retry
 from treadle.engine.states import TERMINAL_RUN, EventType, RunStatus, StepStatus, transition
 from treadle.engine.steps import StepContext
+from treadle.engine.template import Allowance, HandOff
 from treadle.logging import run_id_var, step_key_var, tenant_id_var
 from treadle.models import WorkflowStep
 from treadle.models.base import utcnow
@@ -113,8 +114,7 @@ async def _claim(resources: Resources, ref: StepRef) -> Claim | None:
         step.due_at = step.lease_until
         if not _inline(resources, step):
             return _claim_of(txn, step)
-        await _run_inline(resources, txn, step)
-        return None
+        return await _run_inline(resources, txn, step)
 
 
 def _claim_of(txn: RunTxn, step: WorkflowStep) -> Claim:
@@ -148,30 +148,35 @@ def _inline(resources: Resources, step: WorkflowStep) -> bool:
     return bool(getattr(resources.registry[step.type], "inline", False))
 
 
-async def _run_inline(resources: Resources, txn: RunTxn, first: WorkflowStep) -> None:
+async def _run_inline(resources: Resources, txn: RunTxn, first: WorkflowStep) -> Claim | None:
     """Run ``first`` and then, within a budget, the pure steps it makes ready, in this txn.
 
     A chain or fan-out of TRANSFORM/CONDITION steps then costs one transaction and no queue
     hops; every step still gets its own state change and events. Whatever is ready but not
-    pure, or beyond the budget, goes to the queue as usual.
+    pure, or beyond the budget, goes to the queue as usual. A step whose templates need more
+    than a slice of the loop is returned as a claim, to run outside the transaction.
     """
     step, done, queued = first, 0, list[WorkflowStep]()
     deadline = time.monotonic() + INLINE_SECONDS
     while True:
         claim = _claim_of(txn, step)
-        outcome = await _run(resources, claim, _context(resources, claim))
+        try:
+            outcome = await _run(resources, claim, _context(resources, claim, inline=True))
+        except HandOff:
+            step.due_at = step.lease_until  # claimed like any other step from here on
+            return claim
         apply_outcome(resources, txn, step, outcome, utcnow())
         done += 1
         if done >= INLINE_STEPS or time.monotonic() > deadline:
-            return  # what is still in txn.dispatch goes to the queue
+            return None  # what is still in txn.dispatch goes to the queue
         if RunStatus(txn.run.status) in TERMINAL_RUN:
-            return
+            return None
         if not queued:
             by_id = {row.id: row for row in txn.steps.values()}
             queued = [by_id[i] for i in txn.dispatch if _inline(resources, by_id[i])]
         queued = [row for row in queued if row.status == StepStatus.PENDING]
         if not queued:
-            return
+            return None
         step = queued.pop()
         txn.dispatch.remove(step.id)
         _start_attempt(resources, txn, step, utcnow())
@@ -236,7 +241,7 @@ def _start_attempt(resources: Resources, txn: RunTxn, step: WorkflowStep, now: d
     txn.writer.append(EventType.STEP_STARTED, step.node_id, {"attempt": step.attempt})
 
 
-def _context(resources: Resources, claim: Claim) -> StepContext:
+def _context(resources: Resources, claim: Claim, *, inline: bool = False) -> StepContext:
     return StepContext(
         run_id=str(claim.run_id),
         workflow_id=str(claim.context["workflow"]["id"]),  # type: ignore[index,call-overload]
@@ -251,6 +256,7 @@ def _context(resources: Resources, claim: Claim) -> StepContext:
         template_context=claim.context,
         emit_delta=_delta_sink(resources, claim),
         resumed_until=claim.resumed_until,
+        allowance=Allowance(inline=inline),
     )
 
 

@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from treadle.engine.dag import RetryPolicy
-from treadle.engine.executor import Failed, Outcome, Succeeded, Waiting
-from treadle.engine.json import JSONObject
+from treadle.engine.executor import Failed, Outcome, Succeeded, Waiting, unstorable_output
+from treadle.engine.json import JSONObject, storable_text, unstorable
 from treadle.engine.retry import backoff_seconds, can_retry
 from treadle.engine.states import EventType, StepStatus, transition
 from treadle.models import WorkflowStep
@@ -31,6 +31,8 @@ def apply_outcome(
         txn.timers.append((step.id, outcome.until))
         return
     if isinstance(outcome, Succeeded):
+        outcome = _storable(outcome)
+    if isinstance(outcome, Succeeded):
         step.status = transition(StepStatus.RUNNING, StepStatus.COMPLETED)
         step.output, step.finished_at = outcome.output, now
         step.due_at = step.lease_until = step.wake_at = None
@@ -44,10 +46,17 @@ def apply_outcome(
     txn.dispatch.extend(settle(txn.run, dag, txn.steps, txn.writer, now, resources.dispatch_grace))
 
 
+def _storable(outcome: Succeeded) -> Succeeded | Failed:
+    """Output the database cannot store fails the step once; it would fail every recording."""
+    problem = unstorable(outcome.output)
+    return outcome if problem is None else unstorable_output(problem)
+
+
 def _on_failure(
     txn: RunTxn, step: WorkflowStep, failed: Failed, policy: RetryPolicy, now: datetime
 ) -> None:
-    error: JSONObject = {"code": failed.code, "message": scrub_text(failed.error)}
+    message = storable_text(scrub_text(failed.error))  # errors may quote template text
+    error: JSONObject = {"code": failed.code, "message": message}
     tries = step.attempt - step.attempt_base  # this run attempt's tries (see services.rerun)
     if failed.retryable and can_retry(policy, tries):
         wake = now + timedelta(seconds=backoff_seconds(policy, tries))

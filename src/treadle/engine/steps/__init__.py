@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 from pydantic import BaseModel
 
 from treadle.engine.json import JSON, JSONObject
+from treadle.engine.sandbox import Allowance
 
 if TYPE_CHECKING:
     import logging
@@ -80,14 +81,25 @@ class StepContext:
     emit_delta: DeltaSink = _drop_delta
     # Set when the step was already started once and is being resumed (a DELAY waking up).
     resumed_until: datetime | None = None
+    # Time all of this attempt's renders may still take (and by when); shared by them.
+    allowance: Allowance = field(default_factory=Allowance)
 
     @property
     def idempotency_key(self) -> str:
         return f"{self.run_id}:{self.node_id}:{self.attempt}"
 
-    def render(self, value: JSON) -> JSON:
-        """Render templates in ``value`` against this attempt's run context."""
-        return self.templates.render(value, self.template_context)
+    async def render(self, value: JSON) -> JSON:
+        """Render templates in ``value`` against this attempt's run context.
+
+        A long render runs off the event loop; all renders of the attempt share ``allowance``.
+        """
+        return await self.templates.render_bounded(value, self.template_context, self.allowance)
+
+    async def evaluate(self, expression: str) -> JSON:
+        """Evaluate a bare expression against this attempt's run context (as ``render``)."""
+        return await self.templates.evaluate_bounded(
+            expression, self.template_context, self.allowance
+        )
 
 
 class StepType(Protocol):

@@ -47,8 +47,8 @@ class AiCompletion:
             raise TypeError(f"{self.name} expects its own Config, got {type(config).__name__}")
         request = CompletionRequest(
             model=config.model or ctx.default_model,
-            prompt=_as_prompt(ctx.render(config.prompt)),
-            system=None if config.system is None else _as_prompt(ctx.render(config.system)),
+            prompt=_as_prompt(await ctx.render(config.prompt)),
+            system=None if config.system is None else _as_prompt(await ctx.render(config.system)),
             temperature=config.temperature,
             max_tokens=config.max_tokens,
             response_format=config.response_format,

@@ -42,7 +42,7 @@ class Condition:
         """Evaluate the expression; any JSON value counts by Python truthiness."""
         if not isinstance(config, Config):
             raise TypeError(f"{self.name} expects its own Config, got {type(config).__name__}")
-        value = ctx.templates.evaluate(config.expression, ctx.template_context)
+        value = await ctx.evaluate(config.expression)
         return {"result": bool(value)}
 
 

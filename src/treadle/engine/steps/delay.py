@@ -54,7 +54,7 @@ class Delay:
         elif config.seconds is not None:
             until = now + timedelta(seconds=config.seconds)
         else:
-            until = _parse_until(ctx.render(config.until))
+            until = _parse_until(await ctx.render(config.until))
             if until - now > MAX_DELAY:
                 raise PermanentStepError(
                     f"until {until.isoformat()} is more than 30 days ahead", code="INVALID_UNTIL"

@@ -63,12 +63,12 @@ class HttpRequest:
         """Render the config, send the request and shape the response."""
         if not isinstance(config, Config):
             raise TypeError(f"{self.name} expects its own Config, got {type(config).__name__}")
-        url = parse_url(ctx.render(config.url))
-        headers = build_headers(config.headers, ctx)
+        url = parse_url(await ctx.render(config.url))
+        headers = await build_headers(config.headers, ctx)
         if config.query:
             # Merged here: httpx's ``params=`` would replace a query already in the URL.
-            url = url.copy_merge_params(_query_params(ctx.render(dict(config.query))))
-        body = None if config.body is None else ctx.render(config.body)
+            url = url.copy_merge_params(_query_params(await ctx.render(dict(config.query))))
+        body = None if config.body is None else await ctx.render(config.body)
         with network_errors(url.host):
             async with asyncio.timeout(config.timeout_seconds):
                 async with ctx.http.stream(
@@ -104,13 +104,13 @@ def parse_url(value: JSON) -> httpx.URL:
     return url
 
 
-def build_headers(templates: Mapping[str, str], ctx: StepContext) -> dict[str, str]:
+async def build_headers(templates: Mapping[str, str], ctx: StepContext) -> dict[str, str]:
     """Render user headers, drop reserved ones and add ``Idempotency-Key``.
 
     Raises:
         PermanentStepError: a header name or value could not be sent (code ``INVALID_CONFIG``).
     """
-    rendered = ctx.render(dict(templates))
+    rendered = await ctx.render(dict(templates))
     headers: dict[str, str] = {}
     for name, value in rendered.items() if isinstance(rendered, dict) else ():
         text = as_text(value)

@@ -33,7 +33,7 @@ class Transform:
         """Render the configured output against the run context."""
         if not isinstance(config, Config):
             raise TypeError(f"{self.name} expects its own Config, got {type(config).__name__}")
-        return ctx.render(config.output)
+        return await ctx.render(config.output)
 
 
 STEP = Transform()

@@ -78,15 +78,14 @@ class Webhook:
         """Render, serialize, sign and send the notification."""
         if not isinstance(config, Config):
             raise TypeError(f"{self.name} expects its own Config, got {type(config).__name__}")
-        url = parse_url(ctx.render(config.url))
+        url = parse_url(await ctx.render(config.url))
         # Only the configured body is a template; the default carries run data that must not be
         # interpreted as template syntax.
-        body = default_body(ctx) if config.body is None else ctx.render(config.body)
+        body = default_body(ctx) if config.body is None else await ctx.render(config.body)
         content = _serialize(body)
+        rendered = await build_headers(config.headers, ctx)
         headers = {
-            name: value
-            for name, value in build_headers(config.headers, ctx).items()
-            if name.lower() not in _OWN_HEADERS
+            name: value for name, value in rendered.items() if name.lower() not in _OWN_HEADERS
         }
         headers["Content-Type"] = "application/json"
         if config.secret is not None:
