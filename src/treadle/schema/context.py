@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
@@ -22,6 +23,8 @@ from strawberry.types.unset import UNSET, UnsetType
 
 from treadle.errors import UnauthenticatedError
 from treadle.resources import Resources
+from treadle.schema.errors import shaped_results, with_codes
+from treadle.schema.http import decode_frame, error_response, parse_request_json
 from treadle.security import Actor, bearer_token
 from treadle.services import runs
 from treadle.services.context import ServiceContext, open_service_context
@@ -92,6 +95,15 @@ class _TransportWSHandler(BaseGraphQLTransportWSHandler[GraphQLContext, None]):
             except Exception:
                 return  # the socket is gone; the handler is shutting down
 
+    # Every error sent over the socket carries ``extensions.code``, as over HTTP.
+    async def _send_result_stream(self, operation: Any, result_source: Any) -> None:
+        hide = bool(getattr(self.schema, "hide_suggestions", False))
+        shaped = shaped_results(result_source, hide_suggestions=hide)
+        await super()._send_result_stream(operation, shaped)
+
+    async def send_message(self, message: Any) -> None:
+        await super().send_message(with_codes(message))  # type: ignore[arg-type]
+
 
 class TreadleGraphQL(GraphQL[GraphQLContext, None]):
     """Strawberry's ASGI view with our context, websocket authentication and server pings."""
@@ -130,3 +142,21 @@ class TreadleGraphQL(GraphQL[GraphQLContext, None]):
             raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from exc
         unset: UnsetType = UNSET
         return unset
+
+    # Strict JSON and coded errors for GraphQL over HTTP and websockets (see schema/http.py).
+    def parse_json(self, data: str | bytes) -> Any:
+        return parse_request_json(data)
+
+    def decode_json(self, data: str | bytes) -> object:
+        return decode_frame(data)
+
+    async def run(  # type: ignore[override]
+        self,
+        request: Request | WebSocket,
+        context: GraphQLContext | UnsetType = UNSET,
+        root_value: UnsetType | None = UNSET,
+    ) -> Response | WebSocket:
+        try:
+            return await super().run(request, context, root_value)  # type: ignore[arg-type]
+        except HTTPException as exc:
+            return error_response(exc)
