@@ -6,6 +6,7 @@ from typing import Any
 import strawberry
 from graphql.error import GraphQLError
 from strawberry.extensions import (
+    DisableIntrospection,
     MaxAliasesLimiter,
     MaxTokensLimiter,
     QueryDepthLimiter,
@@ -26,7 +27,10 @@ MAX_TOKENS = 5000
 
 
 class TreadleSchema(strawberry.Schema):
-    hide_suggestions = False  # production: errors do not suggest field names
+    @property
+    def hide_suggestions(self) -> bool:
+        """Production schemas (no introspection) do not suggest names in errors either."""
+        return DisableIntrospection in self.extensions
 
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
@@ -69,14 +73,10 @@ def build_schema(*, production: bool = False) -> strawberry.Schema:
         lambda: ValidationCache(maxsize=256),
     ]
     if production:
-        from strawberry.extensions import DisableIntrospection
-
         extensions.insert(0, DisableIntrospection)
-    schema = TreadleSchema(
+    return TreadleSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         extensions=extensions,
     )
-    schema.hide_suggestions = production
-    return schema
