@@ -209,7 +209,9 @@ def ws_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     path: Path = tmp_path_factory.mktemp("badws")
     url = f"sqlite+aiosqlite:///{path / 'ws.db'}"
     upgrade(url)
-    settings = make_settings(url, path, treadle_max_subscriptions_per_connection=1)
+    settings = make_settings(
+        url, path, treadle_env="production", treadle_max_subscriptions_per_connection=1
+    )
     with LiveServer.embedded(settings) as server:
         yield server.base_url
 
@@ -229,7 +231,8 @@ async def _errors(ws: GraphQLWs, query: str, variables: dict[str, Any]) -> list[
 
 async def test_websocket_errors_carry_codes(ws_server: str, ws_account: Account) -> None:
     async with GraphQLWs.connect(ws_server, ws_account.token) as ws:
-        unknown = await _errors(ws, "subscription { nope }", {})
+        unknown = await _errors(ws, "subscription { runEvent(runId: 1) { seq } }", {})
+        assert "Did you mean" not in unknown[0]["message"]  # production: no schema hints
         wrong_type = await _errors(ws, RUN_EVENTS, {"r": "x", "a": "not a number"})
         missing = await _errors(ws, RUN_EVENTS, {})
         not_found = await _errors(ws, RUN_EVENTS, {"r": "00000000-0000-0000-0000-000000000000"})

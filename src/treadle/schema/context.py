@@ -14,6 +14,8 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.dataloader import DataLoader
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.extensions import DisableIntrospection
+from strawberry.http import GraphQLRequestData
 from strawberry.schema import BaseSchema
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -24,7 +26,12 @@ from strawberry.types.unset import UNSET, UnsetType
 from treadle.errors import UnauthenticatedError
 from treadle.resources import Resources
 from treadle.schema.errors import shaped_results, with_codes
-from treadle.schema.http import decode_frame, error_response, parse_request_json
+from treadle.schema.http import (
+    decode_frame,
+    error_response,
+    parse_request_json,
+    refuse_subscription,
+)
 from treadle.security import Actor, bearer_token
 from treadle.services import runs
 from treadle.services.context import ServiceContext, open_service_context
@@ -97,7 +104,7 @@ class _TransportWSHandler(BaseGraphQLTransportWSHandler[GraphQLContext, None]):
 
     # Every error sent over the socket carries ``extensions.code``, as over HTTP.
     async def _send_result_stream(self, operation: Any, result_source: Any) -> None:
-        hide = bool(getattr(self.schema, "hide_suggestions", False))
+        hide = DisableIntrospection in getattr(self.schema, "extensions", ())  # production
         shaped = shaped_results(result_source, hide_suggestions=hide)
         await super()._send_result_stream(operation, shaped)
 
@@ -149,6 +156,11 @@ class TreadleGraphQL(GraphQL[GraphQLContext, None]):
 
     def decode_json(self, data: str | bytes) -> object:
         return decode_frame(data)
+
+    async def execute_single(self, *args: Any, **kwargs: Any) -> Any:
+        data: GraphQLRequestData = kwargs["request_data"]
+        refuse_subscription(data.query, data.operation_name)
+        return await super().execute_single(*args, **kwargs)
 
     async def run(  # type: ignore[override]
         self,

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from cross_web import HTTPException
+from graphql import GraphQLError, OperationType, get_operation_ast, parse
 from starlette.responses import JSONResponse, Response
 
 from treadle import jsoncheck
@@ -53,6 +54,24 @@ def decode_frame(data: str | bytes) -> object:
         return jsoncheck.loads(data, check_text=False)
     except ValidationError as exc:
         raise json.JSONDecodeError(exc.message, "", 0) from exc
+
+
+def refuse_subscription(query: str | None, operation_name: str | None) -> None:
+    """A subscription sent over HTTP is a 400: they are served over websockets only.
+
+    (Strawberry would run it as a query and fail with a 500.) Documents that do not mention
+    ``subscription`` are not parsed here; unparsable ones are left to the normal path.
+    """
+    if not query or "subscription" not in query:
+        return
+    from treadle.schema.build import MAX_TOKENS  # here: build imports the view's module
+
+    try:
+        operation = get_operation_ast(parse(query, max_tokens=MAX_TOKENS), operation_name)
+    except GraphQLError:
+        return
+    if operation is not None and operation.operation == OperationType.SUBSCRIPTION:
+        raise HTTPException(400, "subscriptions are served over websockets (graphql-transport-ws)")
 
 
 def error_response(exc: HTTPException) -> Response:
