@@ -7,8 +7,9 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 CHAOS_ARGS ?=
+FUZZ_EXAMPLES ?= 1000
 
-.PHONY: install run test test-fast lint fmt typecheck migrate revision bench chaos clean
+.PHONY: install run test test-fast lint fmt typecheck migrate revision bench chaos fuzz clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +52,13 @@ bench: $(STAMP)
 # CHAOS_ARGS="--runs 20 --min-kills 5" for a short run.
 chaos: $(STAMP)
 	$(BIN)/python -m chaos $(CHAOS_ARGS)
+
+# The hostile-input pass of tests/e2e/test_fuzz.py at length: FUZZ_EXAMPLES cases per API and
+# server (embedded SQLite, and PostgreSQL + Redis when TREADLE_TEST_* name them), fresh random
+# cases each run; prints cases, 5xx and the slowest answer. `make test` runs 40, derandomized.
+fuzz: $(STAMP)
+	TREADLE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) TREADLE_FUZZ_RANDOM=1 \
+		$(BIN)/pytest tests/e2e/test_fuzz.py $(PYTEST_ARGS)
 
 migrate: $(STAMP)
 	$(BIN)/treadle migrate

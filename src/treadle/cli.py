@@ -13,10 +13,15 @@ from treadle.settings import Settings
 def _serve(settings: Settings, *, dev: bool) -> int:
     import uvicorn
 
+    from treadle.logging import configure_logging, uvicorn_log_config
+
+    # uvicorn's own lines (access log, tracebacks) go through our scrubbing JSON handler.
+    configure_logging(settings.log_level, secrets=[settings.jwt_secret, settings.openai_api_key])
     target = "treadle.app:create_dev_app" if dev else "treadle.app:create_app"
     uvicorn.run(
         target,
         factory=True,
+        log_config=uvicorn_log_config(settings.log_level),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
@@ -46,6 +51,11 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 def _run_taskiq(settings: Settings, args: argparse.Namespace) -> int:
     from taskiq.cli.worker.args import WorkerArgs
     from taskiq.cli.worker.run import run_worker
+
+    from treadle.logging import configure_logging
+
+    # The supervising process logs too (children started, stopped): scrubbed JSON as well.
+    configure_logging(settings.log_level, secrets=[settings.jwt_secret, settings.openai_api_key])
 
     argv = [
         "treadle.tasks.broker:create_broker",

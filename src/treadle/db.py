@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -33,13 +33,20 @@ def _sqlite_hooks(engine: AsyncEngine) -> None:
     event.listen(engine.sync_engine, "begin", _sqlite_begin)
 
 
+# Statement errors quote their bound parameters (webhook secrets, Authorization headers,
+# password hashes) unless told not to; those messages end up in logs and tracebacks.
+HIDE_PARAMETERS: Final = True
+
+
 def build_engine(url: str, *, pool_size: int = 10, pool_timeout: float = 30.0) -> AsyncEngine:
     """An async engine for ``url``; SQLite gets its pragmas and immediate transactions.
 
     ``pool_timeout``: seconds a caller waits for a pooled connection before failing.
     """
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(
+            url, connect_args={"timeout": 30}, hide_parameters=HIDE_PARAMETERS
+        )
         _sqlite_hooks(engine)
         return engine
     return create_async_engine(
@@ -49,12 +56,13 @@ def build_engine(url: str, *, pool_size: int = 10, pool_timeout: float = 30.0) -
         pool_timeout=pool_timeout,
         pool_pre_ping=True,
         pool_recycle=1800,
+        hide_parameters=HIDE_PARAMETERS,
     )
 
 
 def build_null_engine(url: str) -> AsyncEngine:
     """An engine without pooling, for one-off commands such as migrations."""
-    engine = create_async_engine(url, poolclass=NullPool)
+    engine = create_async_engine(url, poolclass=NullPool, hide_parameters=HIDE_PARAMETERS)
     if url.startswith("sqlite"):
         _sqlite_hooks(engine)
     return engine

@@ -148,6 +148,51 @@ class WorkerProcess:
         self.stop()
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class ApiProcess:
+    """A real ``treadle serve`` process on a free loopback port, its output kept in ``log``."""
+
+    def __init__(self, settings: Settings, *, log: Path) -> None:
+        self.settings = settings.model_copy(update={"host": "127.0.0.1", "port": free_port()})
+        self.log = log
+        self.base_url = f"http://127.0.0.1:{self.settings.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ApiProcess:
+        with open(self.log, "ab") as out:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "treadle.cli", "serve"],
+                env=settings_env(self.settings),
+                cwd=ROOT,
+                stdout=out,
+                stderr=out,
+                start_new_session=True,
+            )
+        try:
+            wait_healthy(self.base_url)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
 def wait_healthy(base_url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -20,11 +20,8 @@ from treadle.resolvers.mutation import Mutation
 from treadle.resolvers.query import Query
 from treadle.resolvers.subscription import Subscription
 from treadle.schema.errors import DomainErrors
+from treadle.schema.limits import MAX_ALIASES, MAX_DEPTH, MAX_TOKENS
 from treadle.services.views import iso
-
-MAX_DEPTH = 10
-MAX_ALIASES = 30
-MAX_TOKENS = 5000
 
 
 def _serialize_datetime(value: datetime) -> str:

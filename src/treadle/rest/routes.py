@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -11,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from treadle import jsoncheck
 from treadle.errors import ValidationError
 from treadle.resources import Resources
 from treadle.rest.openapi import openapi_json
@@ -52,14 +52,8 @@ def _client_ip(request: Request) -> str | None:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        data = json.loads(raw or b"{}")
-        # json.loads also takes NaN, Infinity, 1e999 and unpaired surrogate escapes, which
-        # would be stored and then fail every response that renders them: refuse them here.
-        json.dumps(data, ensure_ascii=False, allow_nan=False).encode()
-    except (ValueError, RecursionError) as exc:
-        raise ValidationError("request body is not valid JSON") from exc
+    # Strict: NaN, 1e400, NUL, lone surrogates and deep nesting are refused here.
+    data = jsoncheck.loads(await request.body() or b"{}")
     if not isinstance(data, dict):
         raise ValidationError("request body must be a JSON object")
     return data

@@ -9,12 +9,15 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.dataloader import DataLoader
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.extensions import DisableIntrospection
+from strawberry.http import GraphQLRequestData
 from strawberry.schema import BaseSchema
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -26,6 +29,13 @@ from strawberry.types.unset import UNSET, UnsetType
 from treadle.errors import TreadleError
 from treadle.graphiql import graphiql_page
 from treadle.resources import Resources
+from treadle.schema.errors import shaped_results, with_codes
+from treadle.schema.http import (
+    decode_frame,
+    error_response,
+    parse_request_json,
+    refuse_subscription,
+)
 from treadle.schema.loaders import EventsKey, RunsKey, events_loader, runs_loader
 from treadle.security import Actor, bearer_token
 from treadle.services import runs
@@ -126,6 +136,15 @@ class _TransportWSHandler(BaseGraphQLTransportWSHandler[GraphQLContext, None]):
             except Exception:
                 return  # the socket is gone; the handler is shutting down
 
+    # Every error sent over the socket carries ``extensions.code``, as over HTTP.
+    async def _send_result_stream(self, operation: Any, result_source: Any) -> None:
+        hide = DisableIntrospection in getattr(self.schema, "extensions", ())  # production
+        shaped = shaped_results(result_source, hide_suggestions=hide)
+        await super()._send_result_stream(operation, shaped)
+
+    async def send_message(self, message: Any) -> None:
+        await super().send_message(with_codes(message))  # type: ignore[arg-type]
+
 
 class TreadleGraphQL(GraphQL[GraphQLContext, None]):
     """Strawberry's ASGI view with our context, websocket authentication and server pings."""
@@ -171,3 +190,26 @@ class TreadleGraphQL(GraphQL[GraphQLContext, None]):
             raise ConnectionRejectionError({"code": exc.code, "message": exc.message}) from exc
         unset: UnsetType = UNSET
         return unset
+
+    # Strict JSON and coded errors for GraphQL over HTTP and websockets (see schema/http.py).
+    def parse_json(self, data: str | bytes) -> Any:
+        return parse_request_json(data)
+
+    def decode_json(self, data: str | bytes) -> object:
+        return decode_frame(data)
+
+    async def execute_single(self, *args: Any, **kwargs: Any) -> Any:
+        data: GraphQLRequestData = kwargs["request_data"]
+        refuse_subscription(data.query, data.operation_name)
+        return await super().execute_single(*args, **kwargs)
+
+    async def run(  # type: ignore[override]
+        self,
+        request: Request | WebSocket,
+        context: GraphQLContext | UnsetType = UNSET,
+        root_value: UnsetType | None = UNSET,
+    ) -> Response | WebSocket:
+        try:
+            return await super().run(request, context, root_value)  # type: ignore[arg-type]
+        except HTTPException as exc:
+            return error_response(exc)

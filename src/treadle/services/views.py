@@ -11,6 +11,7 @@ import pydantic
 
 from treadle.engine.json import JSON, JSONObject
 from treadle.errors import ValidationError
+from treadle.jsoncheck import check_input
 from treadle.models import Tenant, User, Workflow, WorkflowEvent, WorkflowRun, WorkflowStep
 from treadle.redact import redact
 
@@ -19,7 +20,12 @@ T = TypeVar("T")
 
 
 def parse_input(model: type[M], data: object) -> M:
-    """Validate client input; pydantic's errors become one VALIDATION_ERROR naming each field."""
+    """Validate client input; pydantic's errors become one VALIDATION_ERROR naming each field.
+
+    Text the database cannot hold (NUL, lone surrogates, non-finite numbers, absurd nesting)
+    is refused first, whichever adapter the input came through.
+    """
+    check_input(data)
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
