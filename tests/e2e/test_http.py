@@ -17,8 +17,10 @@ def test_health(server: str) -> None:
     assert body.json()["data"]["health"] == {"status": "ok", "database": "ok", "queue": "ok"}
 
 
-def test_oversized_body_is_413_without_reading_it(server: str) -> None:
-    big = b'{"name": "' + b"x" * (1024 * 1024 + 10) + b'"}'
+@pytest.mark.parametrize("extra", [10, 15 * 1024 * 1024], ids=["just-over", "16MiB"])
+def test_oversized_body_is_413_without_reading_it(server: str, extra: int) -> None:
+    # A client that writes its whole body before reading must still get the 413, not a reset.
+    big = b'{"name": "' + b"x" * (1024 * 1024 + extra) + b'"}'
     response = httpx.post(
         f"{server}/api/workflows", content=big, headers={"content-type": "application/json"}
     )
