@@ -244,18 +244,23 @@ async def test_subscriptions_are_bounded_per_connection_and_tenant(strict_server
                 assert ended.events[-1]["type"] == "RUN_CANCELLED"
 
 
-async def test_a_token_that_expires_mid_stream_ends_the_subscription(
-    server: str, rest: RestApi, owner: Account
-) -> None:
+def _short_token(owner: Account, seconds: int = 2) -> str:
+    """A valid token of ``owner`` that runs out in ``seconds``."""
     now = int(time.time())
     claims = {
         "sub": owner.user["id"],
         "tid": owner.tenant["id"],
         "role": "ADMIN",
         "iat": now,
-        "exp": now + 2,
+        "exp": now + seconds,
     }
-    short = jwt.encode(claims, TEST_SECRET, algorithm="HS256")
+    return jwt.encode(claims, TEST_SECRET, algorithm="HS256")
+
+
+async def test_a_token_that_expires_mid_stream_ends_the_subscription(
+    server: str, rest: RestApi, owner: Account
+) -> None:
+    short = _short_token(owner)
     workflow = rest.create_workflow(
         owner.token,
         name="Slow",
@@ -277,15 +282,7 @@ async def test_a_token_that_expires_mid_stream_ends_the_subscription(
 def test_a_token_that_expires_mid_stream_ends_the_sse_stream(
     server: str, rest: RestApi, owner: Account
 ) -> None:
-    now = int(time.time())
-    claims = {
-        "sub": owner.user["id"],
-        "tid": owner.tenant["id"],
-        "role": "ADMIN",
-        "iat": now,
-        "exp": now + 2,
-    }
-    short = jwt.encode(claims, TEST_SECRET, algorithm="HS256")
+    short = _short_token(owner)
     workflow = rest.create_workflow(
         owner.token,
         name="Slow SSE",
