@@ -302,6 +302,9 @@ CONTRACT_SUCCESS: dict[str, set[str]] = {
     "GET /api/runs/{id}/events": {"200"},
     "GET /api/runs/{id}/stream": {"200"},
     "POST /api/runs/{id}/cancel": {"200"},
+    # Issue 13, beyond API.md: rerun (202, or 200 for a repeated key) and approvals.
+    "POST /api/runs/{id}/rerun": {"202", "200"},
+    "POST /api/runs/{id}/steps/{nodeId}/approve": {"200"},
     "GET /api/health": {"200"},
     "GET /api/openapi.json": {"200"},
 }

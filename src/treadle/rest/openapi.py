@@ -228,7 +228,16 @@ def _input_schemas() -> dict[str, Schema]:
             },
         },
     }
+    approval = _object(
+        {
+            "approved": {"type": "boolean", "description": "true approves, false rejects."},
+            "comment": {"type": ["string", "null"], "maxLength": 10_000},
+            "data": {"description": "Any JSON, passed on in the step's output."},
+        },
+        optional=("comment", "data"),
+    )
     return {
+        "ApprovalInput": approval,
         "RerunInput": rerun,
         "RegisterInput": _from_model(RegisterInput),
         "LoginInput": _from_model(LoginInput),
@@ -698,6 +707,29 @@ def _run_paths() -> dict[str, Schema]:
                     }
                 ],
                 requestBody=_body("RerunInput", required=False),
+            ),
+        },
+        "/api/runs/{id}/steps/{nodeId}/approve": {
+            "parameters": [
+                _ID,
+                {
+                    "name": "nodeId",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "The APPROVAL node waiting for a decision.",
+                },
+            ],
+            "post": _operation(
+                "resolveApproval",
+                "Approve or reject a waiting APPROVAL step (its approvers only)",
+                "runs",
+                {
+                    "200": _ok("The run, the step resolved.", "Run", run_links),
+                    **one,
+                    **_errors(*_WRITE, 403, 409),
+                },
+                requestBody=_body("ApprovalInput"),
             ),
         },
         "/api/runs/{id}/cancel": {

@@ -17,7 +17,7 @@ from treadle.rest.openapi import openapi_json
 from treadle.rest.params import parse_int
 from treadle.rest.stream import stream_run_events
 from treadle.security import Actor, bearer_token
-from treadle.services import auth, rerun, runs, workflows
+from treadle.services import approval, auth, rerun, runs, workflows
 from treadle.services.context import ServiceContext, count_api_call, open_service_context
 from treadle.services.health import check_health
 from treadle.services.views import Page
@@ -180,6 +180,21 @@ async def rerun_run(request: Request) -> Response:
     return JSONResponse(result.run.to_json(), status_code=202 if result.created else 200)
 
 
+async def resolve_approval(request: Request) -> Response:
+    body = await _body(request)
+    params = request.path_params
+    async with _service(request) as ctx:
+        view = await approval.resolve_approval(
+            ctx,
+            params["id"],
+            params["nodeId"],
+            body.get("approved"),
+            body.get("comment"),
+            body.get("data"),
+        )
+    return JSONResponse(view.to_json())
+
+
 async def health(request: Request) -> Response:
     view = await check_health(_resources(request))
     return JSONResponse(view.to_json(), status_code=200 if view.status == "ok" else 503)
@@ -203,6 +218,7 @@ def rest_routes() -> list[Route]:
         Route("/api/runs/{id}/stream", stream_run_events, methods=["GET"]),
         Route("/api/runs/{id}/cancel", cancel_run, methods=["POST"]),
         Route("/api/runs/{id}/rerun", rerun_run, methods=["POST"]),
+        Route("/api/runs/{id}/steps/{nodeId}/approve", resolve_approval, methods=["POST"]),
         Route("/api/health", health, methods=["GET"]),
         Route("/api/openapi.json", openapi_json, methods=["GET"]),
     ]
