@@ -21,6 +21,11 @@ for some runs (a retry), two parallel HTTP branches (one slow, so kills land mid
 ``DELAY``, a ``CONDITION`` joining both branches, two ``TRANSFORM`` s (one skipped) joined again,
 and a signed ``WEBHOOK``. Every node may take 10 attempts: ``WORKER_LOST`` uses attempts too.
 
+Two more workloads run under the same faults (``chaos/extras.py``): ``--runs``/10 runs of an
+``APPROVAL`` workflow, approved through the APIs by a resolver (failing over between them) once
+they wait; and a workflow whose cron trigger ticks every second for the whole ``--spread``,
+deleted at its end. The main checks below count only the main workflow's runs.
+
 Faults, on a timeline from the first start: a random worker is SIGKILLed (the whole group) every
 ``--kill-every`` seconds and restarted at once, until ``--min-kills``; one API process is SIGKILLed
 while live ``runEvents`` subscribers are attached to it, then restarted; the Redis server is
@@ -46,6 +51,9 @@ Checks (the table's last column; the exit status is 1 unless all pass):
   higher one.
 - *event history (DB)*: runs whose stored seqs are not exactly ``1..last_seq`` or that do not hold
   exactly one terminal event.
+- *approval runs*: every one completed, approved, with exactly one ``STEP_WAITING``.
+- *cron ticks*: every tick from the first to the last started exactly one run (none twice,
+  none skipped), all completed, and none started after the workflow's delete.
 - *the faults themselves*: at least ``--min-kills`` worker kills, one Redis restart, at least one
   backend terminated, and the API killed with at least one subscriber attached.
 

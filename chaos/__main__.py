@@ -31,6 +31,7 @@ from chaos.cluster import (
     require_loopback,
 )
 from chaos.driver import Plan, drive, say
+from chaos.extras import judge_extras
 from chaos.verdict import judge, snapshot
 from chaos.workload import script_failures
 from treadle.dbadmin import pg_dsn
@@ -104,11 +105,14 @@ def main(argv: list[str] | None = None) -> int:
         say(f"logs in {log_dir}; seed {seed}")
         _start(cluster, args)
         outcome = asyncio.run(drive(cluster, plan))
-        db = asyncio.run(snapshot(pg_dsn(cluster.db.url)))
+        dsn = pg_dsn(cluster.db.url)
+        db = asyncio.run(snapshot(dsn, outcome.extras.client.workflow_id))
         sink_requests = list(cluster.sink.requests) if cluster.sink else []
         verdict = judge(
             args.runs, db, sink_requests, outcome.followers, outcome.faults, args.min_kills
         )
+        for name, value, ok in asyncio.run(judge_extras(dsn, outcome.extras)):
+            verdict.check(name, value, ok)
         if outcome.start_failures:
             verdict.notes.append(
                 "start attempts that failed over: "

@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg  # type: ignore[import-untyped]
 
 from chaos.cluster import Api, Cluster
+from chaos.extras import Extras
 from chaos.subscribers import Follower, attached_to
 from chaos.verdict import TERMINAL_RUN, Faults
 from chaos.workload import Client, Started
@@ -219,6 +220,7 @@ class Outcome:
     faults: Faults
     start_failures: dict[str, int]
     settled: bool
+    extras: Extras
 
 
 async def drive(cluster: Cluster, plan: Plan) -> Outcome:
@@ -228,8 +230,10 @@ async def drive(cluster: Cluster, plan: Plan) -> Outcome:
     injector = Injector(cluster, plan, followers)
     tasks: set[asyncio.Task[None]] = set()
     started: dict[int, Started] = {}
+    extras = Extras(client)
     try:
         await client.setup(cluster.sink_url)
+        await extras.setup()
         t0 = time.monotonic()
         deadline = t0 + plan.timeout
         followed = plan.followed(len(client.urls))
@@ -247,19 +251,47 @@ async def drive(cluster: Cluster, plan: Plan) -> Outcome:
                 _spawn(tasks, follow)
 
         starters = [asyncio.create_task(start(i)) for i in range(plan.runs)]
+        starters += _extra_tasks(extras, plan, t0, deadline)
         faults = asyncio.create_task(injector.run(t0, deadline))
         settled = await _settle(progress, plan, t0, deadline, starters, faults, injector)
         faults.cancel()
         for task in starters:
             task.cancel()
         await _wait_followers(followers, tasks)
-        return Outcome(started, followers, injector.faults, client.start_failures, settled)
+        return Outcome(started, followers, injector.faults, client.start_failures, settled, extras)
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await progress.close()
         await client.aclose()
+
+
+def _extra_tasks(
+    extras: Extras, plan: Plan, t0: float, deadline: float
+) -> list[asyncio.Task[None]]:
+    """Approval runs spread over the window (and their resolver); the cron workflow's delete
+    at its end. Each is a starter: the run settles only after they are done."""
+    count = max(1, plan.runs // 10)
+    all_started = asyncio.Event()
+
+    async def approval(index: int) -> None:
+        await _sleep_until(t0 + index * plan.spread / count)
+        await extras.start_approval(index, deadline)
+
+    async def approvals() -> None:
+        await asyncio.gather(*(approval(i) for i in range(count)))
+        all_started.set()
+
+    async def end_cron() -> None:
+        await _sleep_until(t0 + plan.spread)
+        await extras.delete_cron(deadline)
+
+    return [
+        asyncio.create_task(approvals()),
+        asyncio.create_task(extras.resolve_loop(deadline, all_started)),
+        asyncio.create_task(end_cron()),
+    ]
 
 
 def _spawn(tasks: set[asyncio.Task[None]], coro: Coroutine[Any, Any, None]) -> None:

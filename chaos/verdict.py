@@ -53,19 +53,25 @@ class Snapshot:
     steps: list[dict[str, Any]]
 
 
-async def snapshot(dsn: str) -> Snapshot:
+async def snapshot(dsn: str, workflow_id: str) -> Snapshot:
+    """The main workload's runs, events and steps (the extra workloads are judged apart)."""
     conn = await asyncpg.connect(dsn)
     try:
         runs = await conn.fetch(
             "SELECT id::text AS id, status, error::text AS error, created_at, finished_at, "
-            "last_seq FROM workflow_runs"
+            "last_seq FROM workflow_runs WHERE workflow_id = $1::uuid",
+            workflow_id,
         )
         events = await conn.fetch(
             "SELECT run_id::text AS run_id, seq, type, node_id, data::text AS data, created_at "
-            "FROM workflow_events ORDER BY run_id, seq"
+            "FROM workflow_events WHERE run_id IN "
+            "(SELECT id FROM workflow_runs WHERE workflow_id = $1::uuid) ORDER BY run_id, seq",
+            workflow_id,
         )
         steps = await conn.fetch(
-            "SELECT run_id::text AS run_id, node_id, type, status, attempt FROM workflow_steps"
+            "SELECT run_id::text AS run_id, node_id, type, status, attempt FROM workflow_steps "
+            "WHERE run_id IN (SELECT id FROM workflow_runs WHERE workflow_id = $1::uuid)",
+            workflow_id,
         )
     finally:
         await conn.close()

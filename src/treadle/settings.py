@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     # A queued step not picked up within this is sent again (a lost message costs at most this).
     treadle_dispatch_grace_seconds: float = Field(default=10.0, gt=0)
     treadle_worker_concurrency: int = Field(default=32, gt=0)
+    # A cron tick first seen later than this after its time was missed (downtime): not fired.
+    treadle_cron_grace_seconds: float = Field(default=60.0, gt=0)
     treadle_max_body_bytes: int = 1_048_576
     # A request body that sends nothing for this long is refused (400) and its socket closed.
     treadle_body_idle_seconds: float = Field(default=10.0, gt=0)

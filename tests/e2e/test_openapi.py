@@ -289,6 +289,7 @@ def test_document_is_openapi_31_and_names_every_route(sqlite_server: str) -> Non
         "POST /api/auth/login",
         "GET /api/health",
         "GET /api/openapi.json",
+        "POST /api/hooks/{triggerId}",  # signed with the trigger's own secret instead
     }
 
 
@@ -312,6 +313,11 @@ CONTRACT_SUCCESS: dict[str, set[str]] = {
     "GET /api/runs/{id}/events": {"200"},
     "GET /api/runs/{id}/stream": {"200"},
     "POST /api/runs/{id}/cancel": {"200"},
+    # Issue 13, beyond API.md: rerun (202, or 200 for a repeated key), approvals, triggers.
+    "POST /api/runs/{id}/rerun": {"202", "200"},
+    "POST /api/runs/{id}/steps/{nodeId}/approve": {"200"},
+    "GET /api/workflows/{id}/triggers": {"200"},
+    "POST /api/hooks/{triggerId}": {"202", "200"},  # 200: the same signed request again
     "GET /api/health": {"200"},
     "GET /api/openapi.json": {"200"},
 }

@@ -21,7 +21,14 @@ from treadle.tenancy import SYSTEM, transaction
 
 pytestmark = pytest.mark.postgres
 
-TENANT_TABLES = ["users", "workflows", "workflow_runs", "workflow_steps", "workflow_events"]
+TENANT_TABLES = [
+    "users",
+    "workflows",
+    "workflow_runs",
+    "workflow_steps",
+    "workflow_events",
+    "workflow_triggers",
+]
 DAG = {"nodes": [{"id": "a", "type": "TRANSFORM", "config": {"output": {}}}], "edges": []}
 
 

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictBool, Valida
 from treadle.engine.json import JSON, JSONObject
 from treadle.engine.steps import StepRegistry
 from treadle.engine.template import TemplateEngine, TemplateError
+from treadle.engine.triggers import MAX_TRIGGERS, TRIGGER, CronTrigger, WebhookTrigger, with_id
 from treadle.errors import InvalidDagError
 
 MAX_NODES: Final = 1_000
@@ -75,6 +76,7 @@ class Dag:
     parents: Mapping[str, tuple[EdgeSpec, ...]]  # incoming edges of each node
     children: Mapping[str, tuple[EdgeSpec, ...]]  # outgoing edges of each node
     order: tuple[str, ...]  # a topological order
+    triggers: tuple[CronTrigger | WebhookTrigger, ...] = ()  # each with its id filled in
 
     @property
     def roots(self) -> tuple[str, ...]:
@@ -89,7 +91,12 @@ class Dag:
         edges: list[JSON] = [
             edge.model_dump(mode="json", by_alias=True, exclude_none=True) for edge in self.edges
         ]
-        return {"nodes": nodes, "edges": edges}
+        canonical: JSONObject = {"nodes": nodes, "edges": edges}
+        if self.triggers:
+            canonical["triggers"] = [
+                trigger.model_dump(mode="json", by_alias=True) for trigger in self.triggers
+            ]
+        return canonical
 
 
 def parse_definition(
@@ -112,8 +119,35 @@ def parse_definition(
         parser.node(index, raw_node)
     for index, raw_edge in enumerate(raw_edges):
         parser.edge(index, raw_edge)
+    triggers = _triggers(raw.get("triggers", []) if isinstance(raw, dict) else [], parser)
     parser.problems.raise_if_any()
-    return _build(parser.specs, parser.configs, parser.edges)
+    return _build(parser.specs, parser.configs, parser.edges, triggers)
+
+
+def _triggers(raw: object, parser: _Parser) -> tuple[CronTrigger | WebhookTrigger, ...]:
+    """The definition's ``triggers`` (see ``engine.triggers``), ids filled in and unique."""
+    where = "definition.triggers"
+    if not isinstance(raw, list) or len(raw) > MAX_TRIGGERS:
+        parser.problems.add(where, f'"triggers" must be a list of at most {MAX_TRIGGERS} triggers')
+        return ()
+    found: dict[str, CronTrigger | WebhookTrigger] = {}
+    for index, item in enumerate(raw):
+        try:
+            trigger = with_id(TRIGGER.validate_python(item), index + 1)
+        except ValidationError as exc:
+            for error in exc.errors():
+                loc = error["loc"]
+                path = _path("", loc[1:] if loc and loc[0] in ("cron", "webhook") else loc)
+                field = f"{where}[{index}].{path}" if path else f"{where}[{index}]"
+                parser.problems.add(field, f"triggers[{index}]: {path or 'type'}: {_reason(error)}")
+            continue
+        assert trigger.id is not None  # noqa: S101 - with_id fills it in
+        if trigger.id in found:
+            message = f"triggers[{index}]: id {trigger.id!r} is used twice"
+            parser.problems.add(f"{where}[{index}].id", message)
+            continue
+        found[trigger.id] = trigger
+    return tuple(found.values())
 
 
 @functools.cache
@@ -144,8 +178,9 @@ def _top_level(raw: object) -> tuple[list[Any], list[Any]]:
         message = 'the definition must be a JSON object with "nodes" and "edges"'
         raise InvalidDagError(message, fields={"definition": message})
     problems = _Problems()
-    for key in sorted(set(raw) - {"nodes", "edges"}, key=str):
-        problems.add(f"definition.{key}", f'unknown field {key!r}; use "nodes" and "edges"')
+    for key in sorted(set(raw) - {"nodes", "edges", "triggers"}, key=str):
+        message = f'unknown field {key!r}; use "nodes", "edges" and "triggers"'
+        problems.add(f"definition.{key}", message)
     nodes, edges = raw.get("nodes"), raw.get("edges", [])
     if not isinstance(nodes, list) or not nodes:
         problems.add("definition.nodes", '"nodes" must be a non-empty list of nodes')
@@ -317,7 +352,12 @@ def _strings(value: JSON, path: str) -> Iterator[tuple[str, str]]:
             yield from _strings(item, f"{path}.{key}")
 
 
-def _build(specs: dict[str, NodeSpec], configs: dict[str, BaseModel], edges: list[EdgeSpec]) -> Dag:
+def _build(
+    specs: dict[str, NodeSpec],
+    configs: dict[str, BaseModel],
+    edges: list[EdgeSpec],
+    triggers: tuple[CronTrigger | WebhookTrigger, ...] = (),
+) -> Dag:
     parents: dict[str, list[EdgeSpec]] = {node_id: [] for node_id in specs}
     children: dict[str, list[EdgeSpec]] = {node_id: [] for node_id in specs}
     for edge in edges:
@@ -337,4 +377,5 @@ def _build(specs: dict[str, NodeSpec], configs: dict[str, BaseModel], edges: lis
         parents=MappingProxyType({key: tuple(value) for key, value in parents.items()}),
         children=MappingProxyType({key: tuple(value) for key, value in children.items()}),
         order=order,
+        triggers=triggers,
     )

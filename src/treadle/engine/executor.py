@@ -19,7 +19,7 @@ from typing import Final, TypeAlias
 
 from pydantic import BaseModel
 
-from treadle.engine.json import JSON, unstorable
+from treadle.engine.json import JSON, JSONObject, unstorable
 from treadle.engine.steps import Sleep, StepContext, StepError, StepType
 from treadle.engine.template import HandOff, TemplateError
 
@@ -40,9 +40,13 @@ class Failed:
 
 @dataclass(frozen=True, slots=True)
 class Waiting:
-    """The step sleeps until ``until`` and then runs again (with ``resumed_until`` set)."""
+    """The step sleeps until ``until`` and then runs again (with ``resumed_until`` set).
+
+    ``waiting``: the data of a ``STEP_WAITING`` event to record (see ``Sleep``).
+    """
 
     until: datetime
+    waiting: JSONObject | None = None
 
 
 Outcome: TypeAlias = Succeeded | Failed | Waiting
@@ -82,7 +86,7 @@ async def execute_step(
         ctx.logger.exception("step %s attempt %d raised unexpectedly", ctx.node_id, ctx.attempt)
         return Failed("internal error in step", "INTERNAL", retryable=True)
     if isinstance(result, Sleep):
-        return Waiting(result.until)
+        return Waiting(result.until, result.waiting)
     return _check_output(result, max_output_bytes, ctx)
 
 

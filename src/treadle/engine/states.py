@@ -40,6 +40,7 @@ class EventType(StrEnum):
     RUN_FAILED = "RUN_FAILED"
     RUN_CANCELLED = "RUN_CANCELLED"
     RUN_RESUMED = "RUN_RESUMED"  # a rerun: a new attempt of a FAILED or CANCELLED run
+    STEP_WAITING = "STEP_WAITING"  # a step (APPROVAL) waits for someone outside the run
 
 
 TERMINAL_RUN: Final = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})

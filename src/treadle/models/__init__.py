@@ -3,6 +3,7 @@
 from treadle.models.base import Base, TenantOwned
 from treadle.models.run import WorkflowEvent, WorkflowRun, WorkflowStep
 from treadle.models.tenant import Tenant, User
+from treadle.models.trigger import WorkflowTrigger
 from treadle.models.workflow import Workflow
 
 __all__ = [
@@ -14,4 +15,5 @@ __all__ = [
     "WorkflowEvent",
     "WorkflowRun",
     "WorkflowStep",
+    "WorkflowTrigger",
 ]

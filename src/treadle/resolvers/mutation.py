@@ -14,7 +14,7 @@ from treadle.schema.inputs import (
     as_payload,
 )
 from treadle.schema.types import AuthPayload, Run, User, Workflow
-from treadle.services import auth, rerun, runs, workflows
+from treadle.services import approval, auth, rerun, runs, workflows
 
 
 @strawberry.type
@@ -95,3 +95,24 @@ class Mutation:
                 idempotency_key,
             )
         return Run.from_view(execution.run)
+
+    @strawberry.mutation
+    async def resolve_approval(
+        self,
+        info: Info,
+        run_id: strawberry.ID,
+        node_id: strawberry.ID,
+        approved: bool,
+        comment: str | None = None,
+        data: JSON | None = None,
+    ) -> Run:
+        async with info.context.service() as ctx:
+            view = await approval.resolve_approval(
+                ctx,
+                str(run_id),
+                str(node_id),
+                approved,
+                comment,
+                cast(engine_json.JSON, data),
+            )
+        return Run.from_view(view)

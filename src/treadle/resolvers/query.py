@@ -2,6 +2,7 @@ import strawberry
 
 from treadle.engine.states import RunStatus as RunStatusEnum
 from treadle.schema.context import Info
+from treadle.schema.trigger import Trigger
 from treadle.schema.types import (
     Health,
     Run,
@@ -11,7 +12,7 @@ from treadle.schema.types import (
     Workflow,
     WorkflowPage,
 )
-from treadle.services import auth, runs, workflows
+from treadle.services import auth, hooks, runs, workflows
 from treadle.services.health import check_health
 
 
@@ -67,6 +68,12 @@ class Query:
         async with info.context.service() as ctx:
             events = await runs.list_events(ctx, str(run_id), after_seq, limit)
         return [RunEvent.from_view(event) for event in events]
+
+    @strawberry.field
+    async def workflow_triggers(self, info: Info, workflow_id: strawberry.ID) -> list[Trigger]:
+        async with info.context.service() as ctx:
+            views = await hooks.list_triggers(ctx, str(workflow_id))
+        return [Trigger.from_view(view) for view in views]
 
     @strawberry.field
     async def health(self, info: Info) -> Health:

@@ -228,7 +228,16 @@ def _input_schemas() -> dict[str, Schema]:
             },
         },
     }
+    approval = _object(
+        {
+            "approved": {"type": "boolean", "description": "true approves, false rejects."},
+            "comment": {"type": ["string", "null"], "maxLength": 10_000},
+            "data": {"description": "Any JSON, passed on in the step's output."},
+        },
+        optional=("comment", "data"),
+    )
     return {
+        "ApprovalInput": approval,
         "RerunInput": rerun,
         "RegisterInput": _from_model(RegisterInput),
         "LoginInput": _from_model(LoginInput),
@@ -318,6 +327,24 @@ def _view_schemas() -> dict[str, Schema]:
         "WorkflowPage": _page("Workflow"),
         "RunPage": _page("RunSummary"),
         "EventList": _object({"items": {"type": "array", "items": _ref("Event")}}),
+        "TriggerList": _object({"items": {"type": "array", "items": _ref("Trigger")}}),
+        "Trigger": _object(
+            {
+                "id": uuid_,
+                "workflowId": uuid_,
+                "key": {"type": "string"},
+                "type": {"type": "string", "enum": ["cron", "webhook"]},
+                "path": {"type": ["string", "null"], "description": "A webhook's URL path."},
+                "schedule": {"type": ["string", "null"]},
+                "timezone": {"type": ["string", "null"]},
+                "nextFireAt": maybe_time,
+                "lastFiredAt": maybe_time,
+                "secret": {
+                    "type": ["string", "null"],
+                    "description": "A webhook's HMAC key; shown to ADMINs only (else null).",
+                },
+            }
+        ),
         "Health": _object(
             {
                 "status": {"type": "string", "enum": ["ok", "degraded"]},
@@ -700,6 +727,29 @@ def _run_paths() -> dict[str, Schema]:
                 requestBody=_body("RerunInput", required=False),
             ),
         },
+        "/api/runs/{id}/steps/{nodeId}/approve": {
+            "parameters": [
+                _ID,
+                {
+                    "name": "nodeId",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "The APPROVAL node waiting for a decision.",
+                },
+            ],
+            "post": _operation(
+                "resolveApproval",
+                "Approve or reject a waiting APPROVAL step (its approvers only)",
+                "runs",
+                {
+                    "200": _ok("The run, the step resolved.", "Run", run_links),
+                    **one,
+                    **_errors(*_WRITE, 403, 409),
+                },
+                requestBody=_body("ApprovalInput"),
+            ),
+        },
         "/api/runs/{id}/cancel": {
             "parameters": [_ID],
             "post": _operation(
@@ -707,6 +757,58 @@ def _run_paths() -> dict[str, Schema]:
                 "Cancel a run that has not finished",
                 "runs",
                 {"200": _ok("The cancelled run.", "Run"), **one, **_errors(409)},
+            ),
+        },
+    }
+
+
+def _trigger_paths() -> dict[str, Schema]:
+    signature = {
+        "name": "X-Treadle-Signature",
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string"},
+        "description": (
+            't=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>"> with the trigger\'s '
+            "secret; refused (401) when more than 5 minutes off."
+        ),
+    }
+    hook_body = {
+        "required": False,
+        "content": {JSON_MEDIA: {"schema": {"type": "object", "description": "The run's input."}}},
+    }
+    return {
+        "/api/workflows/{id}/triggers": {
+            "parameters": [_ID],
+            "get": _operation(
+                "listWorkflowTriggers",
+                "The workflow's triggers (webhook secrets for ADMINs only)",
+                "workflows",
+                {"200": _ok("The triggers.", "TriggerList"), **_errors(*_AUTHED, 404)},
+            ),
+        },
+        "/api/hooks/{triggerId}": {
+            "parameters": [
+                {
+                    "name": "triggerId",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "A webhook trigger's id (see listWorkflowTriggers).",
+                }
+            ],
+            "post": _operation(
+                "receiveHook",
+                "Start a run of the trigger's workflow with the signed JSON body as input",
+                "runs",
+                {
+                    "200": _ok("The run this same signed request started before.", "Run"),
+                    "202": _ok("The new run.", "Run"),
+                    **_errors(*_WRITE, 401, 404, 429),
+                },
+                security=_PUBLIC,
+                parameters=[signature],
+                requestBody=hook_body,
             ),
         },
     }
@@ -758,7 +860,13 @@ def build_openapi(registry: StepRegistry) -> Schema:
         },
         "tags": [{"name": name} for name in ("auth", "workflows", "runs", "meta")],
         "security": [{"bearerAuth": []}],
-        "paths": {**_auth_paths(), **_workflow_paths(), **_run_paths(), **_meta_paths()},
+        "paths": {
+            **_auth_paths(),
+            **_workflow_paths(),
+            **_trigger_paths(),
+            **_run_paths(),
+            **_meta_paths(),
+        },
         "components": {
             "schemas": {
                 **_input_schemas(),

@@ -17,7 +17,7 @@ from treadle.rest.openapi import openapi_json
 from treadle.rest.params import parse_int
 from treadle.rest.stream import stream_run_events
 from treadle.security import Actor, bearer_token
-from treadle.services import auth, rerun, runs, workflows
+from treadle.services import approval, auth, hooks, rerun, runs, workflows
 from treadle.services.context import ServiceContext, count_api_call, open_service_context
 from treadle.services.health import check_health
 from treadle.services.views import Page
@@ -174,6 +174,37 @@ async def rerun_run(request: Request) -> Response:
     return JSONResponse(result.run.to_json(), status_code=202 if result.created else 200)
 
 
+async def resolve_approval(request: Request) -> Response:
+    body = await _body(request)
+    params = request.path_params
+    async with _service(request) as ctx:
+        view = await approval.resolve_approval(
+            ctx,
+            params["id"],
+            params["nodeId"],
+            body.get("approved"),
+            body.get("comment"),
+            body.get("data"),
+        )
+    return JSONResponse(view.to_json())
+
+
+async def list_workflow_triggers(request: Request) -> Response:
+    async with _service(request) as ctx:
+        views = await hooks.list_triggers(ctx, request.path_params["id"])
+    return JSONResponse({"items": [view.to_json() for view in views]})
+
+
+async def receive_hook(request: Request) -> Response:
+    """No JWT: the trigger's secret signs the request (``X-Treadle-Signature``)."""
+    body = await request.body()
+    signature = request.headers.get("x-treadle-signature")
+    result = await hooks.receive_hook(
+        _resources(request), request.path_params["triggerId"], body, signature
+    )
+    return JSONResponse(result.run.to_json(), status_code=202 if result.created else 200)
+
+
 async def health(request: Request) -> Response:
     view = await check_health(_resources(request))
     return JSONResponse(view.to_json(), status_code=200 if view.status == "ok" else 503)
@@ -192,11 +223,14 @@ def rest_routes() -> list[Route]:
         Route("/api/workflows/{id}", delete_workflow, methods=["DELETE"]),
         Route("/api/workflows/{id}/execute", execute_workflow, methods=["POST"]),
         Route("/api/workflows/{id}/runs", list_workflow_runs, methods=["GET"]),
+        Route("/api/workflows/{id}/triggers", list_workflow_triggers, methods=["GET"]),
+        Route("/api/hooks/{triggerId}", receive_hook, methods=["POST"]),
         Route("/api/runs/{id}", get_run, methods=["GET"]),
         Route("/api/runs/{id}/events", list_run_events, methods=["GET"]),
         Route("/api/runs/{id}/stream", stream_run_events, methods=["GET"]),
         Route("/api/runs/{id}/cancel", cancel_run, methods=["POST"]),
         Route("/api/runs/{id}/rerun", rerun_run, methods=["POST"]),
+        Route("/api/runs/{id}/steps/{nodeId}/approve", resolve_approval, methods=["POST"]),
         Route("/api/health", health, methods=["GET"]),
         Route("/api/openapi.json", openapi_json, methods=["GET"]),
     ]

@@ -30,6 +30,7 @@ STATUS_AFTER: dict[str, str] = {
     EventType.STEP_FAILED: StepStatus.FAILED,
     EventType.STEP_SKIPPED: StepStatus.SKIPPED,
     EventType.STEP_CANCELLED: StepStatus.CANCELLED,
+    EventType.STEP_WAITING: StepStatus.RUNNING,
 }
 
 

@@ -29,6 +29,9 @@ def apply_outcome(
         step.wake_at = step.due_at = outcome.until
         step.lease_until = None
         txn.timers.append((step.id, outcome.until))
+        if outcome.waiting is not None:
+            data: JSONObject = {"attempt": step.attempt, **outcome.waiting}
+            txn.writer.append(EventType.STEP_WAITING, step.node_id, data)
         return
     if isinstance(outcome, Succeeded):
         outcome = _storable(outcome)

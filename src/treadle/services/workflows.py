@@ -15,6 +15,7 @@ from treadle.models import Workflow
 from treadle.models.base import utcnow
 from treadle.redact import restore_definition
 from treadle.services.context import ServiceContext, owned_by
+from treadle.services.triggers import sync_triggers
 from treadle.services.views import Page, WorkflowView, parse_input
 
 MAX_PAGE_SIZE = 100
@@ -72,6 +73,7 @@ async def create_workflow(ctx: ServiceContext, data: object) -> WorkflowView:
     )
     ctx.session.add(row)
     await ctx.session.flush()
+    await sync_triggers(ctx, row)
     return WorkflowView.of(row)
 
 
@@ -134,6 +136,8 @@ async def update_workflow(ctx: ServiceContext, workflow_id: str, data: object) -
     row.version += 1
     row.updated_at = utcnow()
     await ctx.session.flush()
+    if args.definition is not None:
+        await sync_triggers(ctx, row)
     return WorkflowView.of(row)
 
 

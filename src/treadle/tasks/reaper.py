@@ -8,6 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from treadle.services.cron import fire_due_triggers
 from treadle.services.dispatch import dispatch_due
 
 if TYPE_CHECKING:
@@ -27,6 +28,12 @@ async def _loop(resources: Resources) -> None:
             raise
         except Exception:
             logger.exception("reaper pass failed")
+        try:
+            await fire_due_triggers(resources)  # cron: every worker may fire, each tick once
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("cron pass failed")
         await asyncio.sleep(interval)
 
 

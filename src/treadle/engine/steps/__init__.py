@@ -51,9 +51,14 @@ class PermanentStepError(StepError):
 
 @dataclass(frozen=True, slots=True)
 class Sleep:
-    """Returned by a step that must wait until ``until`` without holding a worker slot."""
+    """Returned by a step that must wait until ``until`` without holding a worker slot.
+
+    ``waiting`` (when set) is recorded as a ``STEP_WAITING`` event: the step now waits for
+    something outside the run (an approval), not just for the clock.
+    """
 
     until: datetime
+    waiting: JSONObject | None = None
 
 
 DeltaSink = Callable[[str], Awaitable[None]]
