@@ -307,8 +307,6 @@ CONTRACT_SUCCESS: dict[str, set[str]] = {
     "DELETE /api/workflows/{id}": {"204"},
     "POST /api/workflows/{id}/execute": {"202", "200"},  # 200: the same Idempotency-Key again
     "GET /api/workflows/{id}/runs": {"200"},
-    # Beyond API.md (issue 13, documented in the README): rerun answers like execute.
-    "POST /api/runs/{id}/rerun": {"202", "200"},
     "GET /api/runs/{id}": {"200"},
     "GET /api/runs/{id}/events": {"200"},
     "GET /api/runs/{id}/stream": {"200"},
