@@ -5,11 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from typing import Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from treadle.errors import PayloadTooLargeError, TreadleError, ValidationError
 from treadle.logging import request_id_var
+
+# How much of a refused body is read (and dropped) so the client gets its 413 (see _drain).
+DRAIN_BYTES: Final = 64 * 1024 * 1024
+DRAIN_SECONDS: Final = 10.0
 
 
 class RequestContextMiddleware:
@@ -54,6 +59,7 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         if _declared_length(scope) > self.max_bytes:
+            await _drain(receive)
             await _reject(send, PayloadTooLargeError(_too_large(self.max_bytes)))
             return
         guard = _BodyGuard(receive, send, self.max_bytes, self.idle_seconds)
@@ -108,7 +114,31 @@ class _BodyGuard:
     async def reject(self) -> None:
         if not self._started and self._refusal is not None:
             self._started = True
+            if isinstance(self._refusal, PayloadTooLargeError) and not self._body_done:
+                await _drain(self._receive)
             await _reject(self._send, self._refusal)
+
+
+async def _drain(receive: Receive) -> None:
+    """Read and drop what is left of a refused body, within a bound, before answering.
+
+    A client that writes its whole body before reading (most do) would otherwise meet a
+    closed socket and see a connection reset instead of the 413: the server closes with unread
+    data, and the kernel answers with RST. Nothing is kept; past the bound the reset stands.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DRAIN_SECONDS
+    drained = 0
+    while drained <= DRAIN_BYTES:
+        try:
+            message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+        except TimeoutError:
+            return
+        if message["type"] != "http.request":
+            return
+        drained += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def _declared_length(scope: Scope) -> int:
