@@ -17,7 +17,15 @@ LOST = {"code": "WORKER_LOST", "message": "gone"}
 
 
 def event(kind: str, node: str | None = None, data: object = None) -> EventView:
-    return EventView(uuid.uuid4(), uuid.uuid4(), 1, kind, node, data or {}, datetime.now(UTC))
+    return EventView(
+        id=uuid.uuid4(),
+        run_id=uuid.uuid4(),
+        seq=1,
+        type=kind,
+        node_id=node,
+        data=data or {},
+        created_at=datetime.now(UTC),
+    )
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
+from pydantic import WithJsonSchema, computed_field
 from sqlalchemy import text
+
+from treadle.services.views import View
 
 if TYPE_CHECKING:
     from treadle.resources import Resources
@@ -16,17 +18,19 @@ logger = logging.getLogger(__name__)
 CHECK_TIMEOUT = 3.0
 
 
-@dataclass(frozen=True, slots=True)
-class HealthView:
-    database: str
-    queue: str
+_UP_OR_DOWN = WithJsonSchema({"type": "string", "enum": ["ok", "down"]})
 
+
+class HealthView(View):
+    database: Annotated[str, _UP_OR_DOWN]
+    queue: Annotated[str, _UP_OR_DOWN]
+
+    @computed_field(  # type: ignore[prop-decorator]
+        json_schema_extra={"enum": ["ok", "degraded"]}
+    )
     @property
     def status(self) -> str:
         return "ok" if self.database == "ok" and self.queue == "ok" else "degraded"
-
-    def to_json(self) -> dict[str, str]:
-        return {"status": self.status, "database": self.database, "queue": self.queue}
 
 
 async def check_health(resources: Resources) -> HealthView:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated
 
+from pydantic import Field, WithJsonSchema, computed_field
 from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy import delete, select
 
@@ -24,7 +25,7 @@ from treadle.models import Workflow, WorkflowTrigger
 from treadle.models.base import utcnow
 from treadle.security import Actor, Role
 from treadle.services.context import ServiceContext
-from treadle.services.views import iso
+from treadle.services.views import Instant, View
 
 SECRET_BYTES = 32
 HOOK_PATH = "/api/hooks/{id}"
@@ -85,19 +86,20 @@ def _arm(row: WorkflowTrigger, spec: CronTrigger, now: datetime) -> None:
     row.next_at, row.last_tick = next_tick(spec.schedule, spec.timezone, now), None
 
 
-@dataclass(frozen=True, slots=True)
-class TriggerView:
+class TriggerView(View):
     """A trigger as the API shows it; ``secret`` is None unless the caller is an ADMIN."""
 
     id: uuid.UUID
     workflow_id: uuid.UUID
     key: str
-    type: str
+    type: Annotated[str, WithJsonSchema({"type": "string", "enum": ["cron", "webhook"]})]
     schedule: str | None
     timezone: str | None
-    next_fire_at: datetime | None
-    last_fired_at: datetime | None
-    secret: str | None
+    next_fire_at: Instant | None
+    last_fired_at: Instant | None
+    secret: str | None = Field(
+        description="A webhook's HMAC key; shown to ADMINs only (else null)."
+    )
 
     @classmethod
     def of(cls, row: WorkflowTrigger, actor: Actor) -> TriggerView:
@@ -113,20 +115,7 @@ class TriggerView:
             secret=row.secret if actor.role is Role.ADMIN else None,
         )
 
+    @computed_field(description="A webhook's URL path.")  # type: ignore[prop-decorator]
     @property
     def path(self) -> str | None:
         return HOOK_PATH.format(id=self.id) if self.type == "webhook" else None
-
-    def to_json(self) -> JSONObject:
-        return {
-            "id": str(self.id),
-            "workflowId": str(self.workflow_id),
-            "key": self.key,
-            "type": self.type,
-            "path": self.path,
-            "schedule": self.schedule,
-            "timezone": self.timezone,
-            "nextFireAt": iso(self.next_fire_at),
-            "lastFiredAt": iso(self.last_fired_at),
-            "secret": self.secret,
-        }

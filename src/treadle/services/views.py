@@ -1,19 +1,31 @@
-"""Frozen views returned by services, and the JSON shapes of the public contract."""
+"""Frozen views returned by services: the one source of the public shapes.
+
+Each view is a frozen pydantic model whose camelCase aliases are the JSON field names. REST
+dumps it (``to_json``), ``rest/openapi.py`` takes its component schemas from it
+(``model_json_schema``), and ``tests/unit/test_public_shapes.py`` checks the hand-written
+Strawberry types in ``schema/types.py`` against it. Adding a field to a view is therefore one
+edit here plus the GraphQL field beside it.
+"""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
 import pydantic
+from pydantic import ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic.alias_generators import to_camel
 
 from treadle.engine.json import JSON, JSONObject
+from treadle.engine.states import EventType, RunStatus, StepStatus
 from treadle.errors import ValidationError
 from treadle.jsoncheck import check_input
 from treadle.models import Tenant, User, Workflow, WorkflowEvent, WorkflowRun, WorkflowStep
 from treadle.redact import redact
+from treadle.security import Role
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 T = TypeVar("T")
@@ -46,8 +58,50 @@ def iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
-@dataclass(frozen=True, slots=True)
-class TenantView:
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+# An instant on the wire: ISO 8601, UTC spelled "Z" (one spelling over REST, GraphQL and SSE).
+Instant = Annotated[
+    datetime,
+    PlainSerializer(_iso, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+if TYPE_CHECKING:
+    AnyJSON = JSON
+    JSONInput = JSON
+    Definition = JSONObject
+else:  # pydantic cannot build a validator from the recursive aliases (see engine.json)
+    AnyJSON = Annotated[Any, WithJsonSchema({"description": "Any JSON value."})]
+    JSONInput = Annotated[Any, WithJsonSchema({"type": "object"})]
+    Definition = Annotated[
+        dict[str, Any], WithJsonSchema({"$ref": "#/components/schemas/Definition"})
+    ]
+
+
+def one_of(enum: type[StrEnum]) -> WithJsonSchema:
+    """A plain ``str`` field documented as one of ``enum``'s values."""
+    return WithJsonSchema({"type": "string", "enum": [member.value for member in enum]})
+
+
+class View(pydantic.BaseModel):
+    """A frozen public shape; ``to_json`` is its wire form (camelCase, instants with "Z")."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        json_schema_serialization_defaults_required=True,
+    )
+
+    def to_json(self) -> JSONObject:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class TenantView(View):
     id: uuid.UUID
     name: str
 
@@ -55,16 +109,12 @@ class TenantView:
     def of(cls, row: Tenant) -> TenantView:
         return cls(id=row.id, name=row.name)
 
-    def to_json(self) -> JSONObject:
-        return {"id": str(self.id), "name": self.name}
 
-
-@dataclass(frozen=True, slots=True)
-class UserView:
+class UserView(View):
     id: uuid.UUID
     email: str
     name: str
-    role: str
+    role: Annotated[str, one_of(Role)]
     tenant_id: uuid.UUID
 
     @classmethod
@@ -73,35 +123,21 @@ class UserView:
             id=row.id, email=row.email, name=row.name, role=row.role, tenant_id=row.tenant_id
         )
 
-    def to_json(self) -> JSONObject:
-        return {
-            "id": str(self.id),
-            "email": self.email,
-            "name": self.name,
-            "role": self.role,
-            "tenantId": str(self.tenant_id),
-        }
 
-
-@dataclass(frozen=True, slots=True)
-class AuthView:
+class AuthView(View):
     token: str
     user: UserView
     tenant: TenantView
 
-    def to_json(self) -> JSONObject:
-        return {"token": self.token, "user": self.user.to_json(), "tenant": self.tenant.to_json()}
 
-
-@dataclass(frozen=True, slots=True)
-class WorkflowView:
+class WorkflowView(View):
     id: uuid.UUID
     name: str
     description: str
-    version: int
-    definition: JSONObject
-    created_at: datetime
-    updated_at: datetime
+    version: int = Field(ge=1)
+    definition: Definition
+    created_at: Instant
+    updated_at: Instant
 
     @classmethod
     def of(cls, row: Workflow) -> WorkflowView:
@@ -115,29 +151,17 @@ class WorkflowView:
             updated_at=row.updated_at,
         )
 
-    def to_json(self) -> JSONObject:
-        return {
-            "id": str(self.id),
-            "name": self.name,
-            "description": self.description,
-            "version": self.version,
-            "definition": self.definition,
-            "createdAt": iso(self.created_at),
-            "updatedAt": iso(self.updated_at),
-        }
 
-
-@dataclass(frozen=True, slots=True)
-class StepView:
+class StepView(View):
     id: uuid.UUID
     node_id: str
     type: str
-    status: str
-    attempt: int
-    output: JSON
-    error: JSON
-    started_at: datetime | None
-    finished_at: datetime | None
+    status: Annotated[str, one_of(StepStatus)]
+    attempt: int = Field(ge=0)
+    output: AnyJSON
+    error: AnyJSON
+    started_at: Instant | None
+    finished_at: Instant | None
 
     @classmethod
     def of(cls, row: WorkflowStep) -> StepView:
@@ -153,34 +177,22 @@ class StepView:
             finished_at=row.finished_at,
         )
 
-    def to_json(self) -> JSONObject:
-        return {
-            "id": str(self.id),
-            "nodeId": self.node_id,
-            "type": self.type,
-            "status": self.status,
-            "attempt": self.attempt,
-            "output": self.output,
-            "error": self.error,
-            "startedAt": iso(self.started_at),
-            "finishedAt": iso(self.finished_at),
-        }
 
+class RunView(View):
+    """A run; ``steps`` is None for a run from a list (REST then leaves the key out)."""
 
-@dataclass(frozen=True, slots=True)
-class RunView:
     id: uuid.UUID
-    tenant_id: uuid.UUID
+    tenant_id: uuid.UUID = Field(exclude=True)  # for the adapters' checks, not shown
     workflow_id: uuid.UUID
-    workflow_version: int
-    status: str
-    input: JSON
-    output: JSON
-    error: JSON
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    steps: tuple[StepView, ...] | None = None
+    workflow_version: int = Field(ge=1)
+    status: Annotated[str, one_of(RunStatus)]
+    input: JSONInput
+    output: AnyJSON
+    error: AnyJSON
+    created_at: Instant
+    started_at: Instant | None
+    finished_at: Instant | None
+    steps: tuple[StepView, ...] | None = Field(None, exclude_if=lambda steps: steps is None)
 
     @classmethod
     def of(cls, row: WorkflowRun, steps: tuple[StepView, ...] | None = None) -> RunView:
@@ -199,33 +211,15 @@ class RunView:
             steps=steps,
         )
 
-    def to_json(self) -> JSONObject:
-        body: JSONObject = {
-            "id": str(self.id),
-            "workflowId": str(self.workflow_id),
-            "workflowVersion": self.workflow_version,
-            "status": self.status,
-            "input": self.input,
-            "output": self.output,
-            "error": self.error,
-            "createdAt": iso(self.created_at),
-            "startedAt": iso(self.started_at),
-            "finishedAt": iso(self.finished_at),
-        }
-        if self.steps is not None:
-            body["steps"] = [step.to_json() for step in self.steps]
-        return body
 
-
-@dataclass(frozen=True, slots=True)
-class EventView:
+class EventView(View):
     id: uuid.UUID
     run_id: uuid.UUID
-    seq: int
-    type: str
+    seq: int = Field(ge=1)
+    type: Annotated[str, one_of(EventType)]
     node_id: str | None
-    data: JSON
-    created_at: datetime
+    data: AnyJSON
+    created_at: Instant
 
     @classmethod
     def of(cls, row: WorkflowEvent) -> EventView:
@@ -241,26 +235,7 @@ class EventView:
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> EventView:
-        return cls(
-            id=uuid.UUID(body["id"]),
-            run_id=uuid.UUID(body["runId"]),
-            seq=int(body["seq"]),
-            type=body["type"],
-            node_id=body.get("nodeId"),
-            data=body.get("data"),
-            created_at=datetime.fromisoformat(body["createdAt"]),
-        )
-
-    def to_json(self) -> JSONObject:
-        return {
-            "id": str(self.id),
-            "runId": str(self.run_id),
-            "seq": self.seq,
-            "type": self.type,
-            "nodeId": self.node_id,
-            "data": self.data,
-            "createdAt": iso(self.created_at),
-        }
+        return cls.model_validate(body)
 
 
 @dataclass(frozen=True, slots=True)
