@@ -187,7 +187,7 @@ def validate(case: schemathesis.Case, base_url: str, token: str) -> None:
 
 def _labels() -> list[str]:
     """``"GET /api/me"``… for every operation of the document (built in-process: no server)."""
-    paths: dict[str, dict[str, Any]] = build_openapi(build_registry())["paths"]
+    paths: dict[str, dict[str, Any]] = build_openapi(build_registry(), rest_routes())["paths"]
     return [
         f"{method.upper()} {path}"
         for path, item in paths.items()
@@ -399,7 +399,7 @@ async def _broken_run(_request: Request) -> Response:
 
 
 def _broken_app() -> Starlette:
-    document = build_openapi(build_registry())
+    document = build_openapi(build_registry(), rest_routes())
 
     async def openapi(_request: Request) -> Response:
         return JSONResponse(document)

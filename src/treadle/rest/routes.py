@@ -1,236 +1,311 @@
-"""REST aliases: parse the request, call one service function, dump its view."""
+"""REST aliases: parse the request, call one service function, dump its view.
+
+Each handler carries its ``@operation`` declaration (``rest/operation.py``); ``rest_routes()``
+serves exactly the declared handlers and ``GET /api/openapi.json`` documents exactly them.
+"""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Final
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from treadle import jsoncheck
-from treadle.errors import ValidationError
-from treadle.resources import Resources
-from treadle.rest.openapi import openapi_json
-from treadle.rest.params import parse_int
-from treadle.rest.stream import stream_run_events
-from treadle.security import Actor, bearer_token
-from treadle.services import approval, auth, hooks, rerun, runs, workflows
-from treadle.services.context import ServiceContext, count_api_call, open_service_context
-from treadle.services.health import check_health
-from treadle.services.views import Page
+from treadle.rest import request as req
+from treadle.rest.openapi import build_openapi
+from treadle.rest.operation import Handler, Schema, operation, route
+from treadle.rest.run_routes import RUN_HANDLERS
+from treadle.rest.schemas import (
+    CreateUserInput,
+    LoginInput,
+    RegisterInput,
+    TriggerList,
+    WorkflowInput,
+    WorkflowPage,
+    WorkflowUpdateInput,
+)
+from treadle.services import auth, hooks, runs, workflows
+from treadle.services.health import HealthView, check_health
+from treadle.services.views import AuthView, RunView, UserView, WorkflowView
 
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-def _resources(request: Request) -> Resources:
-    resources: Resources = request.state.resources
-    return resources
-
-
-@contextlib.asynccontextmanager
-async def _service(request: Request) -> AsyncIterator[ServiceContext]:
-    actor = await _caller(request)
-    async with open_service_context(
-        _resources(request), actor, client_ip=_client_ip(request)
-    ) as ctx:
-        yield ctx
-
-
-async def _caller(request: Request) -> Actor:
-    """The authenticated caller, counted once against the tenant's API rate limit."""
-    resources = _resources(request)
-    actor = resources.tokens.authenticate(bearer_token(request.headers.get("authorization")))
-    await count_api_call(resources, actor)
-    return actor
-
-
-def _client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    # Strict: NaN, 1e400, NUL, lone surrogates and deep nesting are refused here.
-    data = jsoncheck.loads(await request.body() or b"{}")
-    if not isinstance(data, dict):
-        raise ValidationError("request body must be a JSON object")
-    return data
+OPENAPI_PATH: Final = "/api/openapi.json"
+AUTH_OK: Final = "The new token, its user and tenant."
+WORKFLOW_LINKS: Final = {
+    name: name
+    for name in (
+        "getWorkflow",
+        "updateWorkflow",
+        "deleteWorkflow",
+        "executeWorkflow",
+        "listWorkflowRuns",
+    )
+}
+PAGING: Final = (
+    {"$ref": "#/components/parameters/page"},
+    {"$ref": "#/components/parameters/pageSize"},
+)
+SIGNATURE: Final = {
+    "name": "X-Treadle-Signature",
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string"},
+    "description": (
+        't=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>"> with the trigger\'s '
+        "secret; refused (401) when more than 5 minutes off."
+    ),
+}
+HOOK_BODY: Final[Schema] = {"type": "object", "description": "The run's input."}
 
 
-def _int(request: Request, name: str, default: int) -> int:
-    return parse_int(request.query_params.get(name), name, default)
-
-
-def _page(page: Page[Any]) -> dict[str, Any]:
-    return {
-        "items": [item.to_json() for item in page.items],
-        "page": page.page,
-        "pageSize": page.page_size,
-        "total": page.total,
-    }
-
-
+@operation(
+    "POST",
+    "/api/auth/register",
+    "register",
+    summary="Create a tenant and its first user (an ADMIN)",
+    tag="auth",
+    ok={201: (AUTH_OK, AuthView)},
+    errors=(409, 429),
+    body=RegisterInput,
+    public=True,
+)
 async def register(request: Request) -> Response:
-    body = await _body(request)
-    view = await auth.register(_resources(request), body, client_ip=_client_ip(request))
+    body = await req.body(request)
+    view = await auth.register(req.resources(request), body, client_ip=req.client_ip(request))
     return JSONResponse(view.to_json(), status_code=201)
 
 
+@operation(
+    "POST",
+    "/api/auth/login",
+    "login",
+    summary="Exchange an email and password for a token",
+    tag="auth",
+    ok={200: (AUTH_OK, AuthView)},
+    errors=(401, 429),
+    body=LoginInput,
+    public=True,
+)
 async def login(request: Request) -> Response:
-    body = await _body(request)
-    view = await auth.login(_resources(request), body, client_ip=_client_ip(request))
+    body = await req.body(request)
+    view = await auth.login(req.resources(request), body, client_ip=req.client_ip(request))
     return JSONResponse(view.to_json())
 
 
+@operation(
+    "POST",
+    "/api/users",
+    "createUser",
+    summary="Add a user to the caller's tenant (ADMIN only)",
+    tag="auth",
+    ok={201: ("The new user.", UserView)},
+    errors=(403, 409),
+    body=CreateUserInput,
+)
 async def create_user(request: Request) -> Response:
-    body = await _body(request)
-    view = await auth.create_user(_resources(request), await _caller(request), body)
+    body = await req.body(request)
+    view = await auth.create_user(req.resources(request), await req.caller(request), body)
     return JSONResponse(view.to_json(), status_code=201)
 
 
+@operation(
+    "GET",
+    "/api/me",
+    "me",
+    summary="The calling user",
+    tag="auth",
+    ok={200: ("The user.", UserView)},
+)
 async def me(request: Request) -> Response:
-    async with _service(request) as ctx:
+    async with req.service(request) as ctx:
         view = await auth.get_me(ctx)
     return JSONResponse(view.to_json())
 
 
+@operation(
+    "GET",
+    "/api/workflows",
+    "listWorkflows",
+    summary="The tenant's workflows, newest first",
+    tag="workflows",
+    ok={200: ("One page of workflows.", WorkflowPage)},
+    errors=(400,),
+    parameters=PAGING,
+)
 async def list_workflows(request: Request) -> Response:
-    page, size = _int(request, "page", 1), _int(request, "pageSize", 20)
-    async with _service(request) as ctx:
+    page, size = req.query_int(request, "page", 1), req.query_int(request, "pageSize", 20)
+    async with req.service(request) as ctx:
         result = await workflows.list_workflows(ctx, page, size)
-    return JSONResponse(_page(result))
+    body = WorkflowPage(
+        items=result.items, page=result.page, page_size=result.page_size, total=result.total
+    )
+    return JSONResponse(body.to_json())
 
 
+@operation(
+    "POST",
+    "/api/workflows",
+    "createWorkflow",
+    summary="Create a workflow (version 1)",
+    tag="workflows",
+    ok={201: ("The workflow.", WorkflowView)},
+    body=WorkflowInput,
+    links=WORKFLOW_LINKS,
+)
 async def create_workflow(request: Request) -> Response:
-    body = await _body(request)
-    async with _service(request) as ctx:
+    body = await req.body(request)
+    async with req.service(request) as ctx:
         view = await workflows.create_workflow(ctx, body)
     return JSONResponse(view.to_json(), status_code=201)
 
 
+@operation(
+    "GET",
+    "/api/workflows/{id}",
+    "getWorkflow",
+    summary="One workflow",
+    tag="workflows",
+    ok={200: ("The workflow.", WorkflowView)},
+    errors=(404,),
+)
 async def get_workflow(request: Request) -> Response:
-    async with _service(request) as ctx:
+    async with req.service(request) as ctx:
         view = await workflows.get_workflow(ctx, request.path_params["id"])
     return JSONResponse(view.to_json())
 
 
+@operation(
+    "PUT",
+    "/api/workflows/{id}",
+    "updateWorkflow",
+    summary="Change any subset of name, description and definition (version + 1)",
+    tag="workflows",
+    ok={200: ("The updated workflow.", WorkflowView)},
+    errors=(404,),
+    body=WorkflowUpdateInput,
+    body_required=False,  # none: {}
+)
 async def update_workflow(request: Request) -> Response:
-    body = await _body(request)
-    async with _service(request) as ctx:
+    body = await req.body(request)
+    async with req.service(request) as ctx:
         view = await workflows.update_workflow(ctx, request.path_params["id"], body)
     return JSONResponse(view.to_json())
 
 
+@operation(
+    "DELETE",
+    "/api/workflows/{id}",
+    "deleteWorkflow",
+    summary="Soft-delete a workflow (its past runs remain)",
+    tag="workflows",
+    ok={204: ("Deleted.", None)},
+    errors=(404,),
+)
 async def delete_workflow(request: Request) -> Response:
-    async with _service(request) as ctx:
+    async with req.service(request) as ctx:
         await workflows.delete_workflow(ctx, request.path_params["id"])
     return Response(status_code=204)
 
 
-async def execute_workflow(request: Request) -> Response:
-    body = await _body(request)
-    key = request.headers.get("idempotency-key")
-    async with _service(request) as ctx:
-        result = await runs.execute_workflow(ctx, request.path_params["id"], body.get("input"), key)
-    return JSONResponse(result.run.to_json(), status_code=202 if result.created else 200)
-
-
-async def list_workflow_runs(request: Request) -> Response:
-    page, size = _int(request, "page", 1), _int(request, "pageSize", 20)
-    status = request.query_params.get("status")
-    async with _service(request) as ctx:
-        result = await runs.list_runs(ctx, request.path_params["id"], status, page, size)
-    return JSONResponse(_page(result))
-
-
-async def get_run(request: Request) -> Response:
-    async with _service(request) as ctx:
-        view = await runs.get_run(ctx, request.path_params["id"])
-    return JSONResponse(view.to_json())
-
-
-async def list_run_events(request: Request) -> Response:
-    after, limit = _int(request, "afterSeq", 0), _int(request, "limit", 100)
-    async with _service(request) as ctx:
-        events = await runs.list_events(ctx, request.path_params["id"], after, limit)
-    return JSONResponse({"items": [event.to_json() for event in events]})
-
-
-async def cancel_run(request: Request) -> Response:
-    async with _service(request) as ctx:
-        view = await runs.cancel_run(ctx, request.path_params["id"])
-    return JSONResponse(view.to_json())
-
-
-async def rerun_run(request: Request) -> Response:
-    body = await _body(request)
-    key = request.headers.get("idempotency-key")
-    async with _service(request) as ctx:
-        result = await rerun.rerun_run(
-            ctx, request.path_params["id"], body.get("fromNodeId"), body.get("input"), key
-        )
-    return JSONResponse(result.run.to_json(), status_code=202 if result.created else 200)
-
-
-async def resolve_approval(request: Request) -> Response:
-    body = await _body(request)
-    params = request.path_params
-    async with _service(request) as ctx:
-        view = await approval.resolve_approval(
-            ctx,
-            params["id"],
-            params["nodeId"],
-            body.get("approved"),
-            body.get("comment"),
-            body.get("data"),
-        )
-    return JSONResponse(view.to_json())
-
-
+@operation(
+    "GET",
+    "/api/workflows/{id}/triggers",
+    "listWorkflowTriggers",
+    summary="The workflow's triggers (webhook secrets for ADMINs only)",
+    tag="workflows",
+    ok={200: ("The triggers.", TriggerList)},
+    errors=(404,),
+)
 async def list_workflow_triggers(request: Request) -> Response:
-    async with _service(request) as ctx:
+    async with req.service(request) as ctx:
         views = await hooks.list_triggers(ctx, request.path_params["id"])
-    return JSONResponse({"items": [view.to_json() for view in views]})
+    return JSONResponse(TriggerList(items=tuple(views)).to_json())
 
 
+@operation(
+    "POST",
+    "/api/hooks/{triggerId}",
+    "receiveHook",
+    summary="Start a run of the trigger's workflow with the signed JSON body as input",
+    tag="runs",
+    ok={
+        200: ("The run this same signed request started before.", RunView),
+        202: ("The new run.", RunView),
+    },
+    errors=(401, 404, 429),
+    body=HOOK_BODY,
+    body_required=False,
+    parameters=(SIGNATURE,),
+    public=True,
+)
 async def receive_hook(request: Request) -> Response:
     """No JWT: the trigger's secret signs the request (``X-Treadle-Signature``)."""
     body = await request.body()
     signature = request.headers.get("x-treadle-signature")
     result = await hooks.receive_hook(
-        _resources(request), request.path_params["triggerId"], body, signature
+        req.resources(request), request.path_params["triggerId"], body, signature
     )
+    return _started(result)
+
+
+def _started(result: runs.Execution) -> Response:
     return JSONResponse(result.run.to_json(), status_code=202 if result.created else 200)
 
 
+@operation(
+    "GET",
+    "/api/health",
+    "health",
+    summary="Health of the database and the queue",
+    tag="meta",
+    ok={200: ("Every part is up.", HealthView), 503: ("A part is down.", HealthView)},
+    public=True,
+)
 async def health(request: Request) -> Response:
-    view = await check_health(_resources(request))
+    view = await check_health(req.resources(request))
     return JSONResponse(view.to_json(), status_code=200 if view.status == "ok" else 503)
 
 
+OPENAPI_OK: Final = {"content": {"application/json": {"schema": {"type": "object"}}}}
+
+
+@operation(
+    "GET",
+    OPENAPI_PATH,
+    "openapi",
+    summary="This document",
+    tag="meta",
+    ok={200: ("The OpenAPI 3.1 description of the REST aliases.", OPENAPI_OK)},
+    public=True,
+)
+async def openapi_json(request: Request) -> Response:
+    """``GET /api/openapi.json``: built once per application, on first use."""
+    state = request.app.state
+    document: Schema | None = getattr(state, "openapi_document", None)
+    if document is None:
+        document = build_openapi(req.resources(request).registry, rest_routes())
+        state.openapi_document = document
+    return JSONResponse(document)
+
+
+HANDLERS: Final[list[Handler]] = [
+    register,
+    login,
+    create_user,
+    me,
+    list_workflows,
+    create_workflow,
+    get_workflow,
+    update_workflow,
+    delete_workflow,
+    *RUN_HANDLERS[:2],  # execute, list runs
+    list_workflow_triggers,
+    receive_hook,
+    *RUN_HANDLERS[2:],
+    health,
+    openapi_json,
+]
+
+
 def rest_routes() -> list[Route]:
-    return [
-        Route("/api/auth/register", register, methods=["POST"]),
-        Route("/api/auth/login", login, methods=["POST"]),
-        Route("/api/users", create_user, methods=["POST"]),
-        Route("/api/me", me, methods=["GET"]),
-        Route("/api/workflows", list_workflows, methods=["GET"]),
-        Route("/api/workflows", create_workflow, methods=["POST"]),
-        Route("/api/workflows/{id}", get_workflow, methods=["GET"]),
-        Route("/api/workflows/{id}", update_workflow, methods=["PUT"]),
-        Route("/api/workflows/{id}", delete_workflow, methods=["DELETE"]),
-        Route("/api/workflows/{id}/execute", execute_workflow, methods=["POST"]),
-        Route("/api/workflows/{id}/runs", list_workflow_runs, methods=["GET"]),
-        Route("/api/workflows/{id}/triggers", list_workflow_triggers, methods=["GET"]),
-        Route("/api/hooks/{triggerId}", receive_hook, methods=["POST"]),
-        Route("/api/runs/{id}", get_run, methods=["GET"]),
-        Route("/api/runs/{id}/events", list_run_events, methods=["GET"]),
-        Route("/api/runs/{id}/stream", stream_run_events, methods=["GET"]),
-        Route("/api/runs/{id}/cancel", cancel_run, methods=["POST"]),
-        Route("/api/runs/{id}/rerun", rerun_run, methods=["POST"]),
-        Route("/api/runs/{id}/steps/{nodeId}/approve", resolve_approval, methods=["POST"]),
-        Route("/api/health", health, methods=["GET"]),
-        Route("/api/openapi.json", openapi_json, methods=["GET"]),
-    ]
+    return [route(handler) for handler in HANDLERS]

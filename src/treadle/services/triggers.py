@@ -87,7 +87,7 @@ def _arm(row: WorkflowTrigger, spec: CronTrigger, now: datetime) -> None:
 
 
 class TriggerView(View):
-    """A trigger as the API shows it; ``secret`` is None unless the caller is an ADMIN."""
+    """A cron or webhook trigger of a workflow; its secret is null unless the caller is an ADMIN."""
 
     id: uuid.UUID
     workflow_id: uuid.UUID

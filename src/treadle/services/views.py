@@ -75,9 +75,8 @@ if TYPE_CHECKING:
 else:  # pydantic cannot build a validator from the recursive aliases (see engine.json)
     AnyJSON = Annotated[Any, WithJsonSchema({"description": "Any JSON value."})]
     JSONInput = Annotated[Any, WithJsonSchema({"type": "object"})]
-    Definition = Annotated[
-        dict[str, Any], WithJsonSchema({"$ref": "#/components/schemas/Definition"})
-    ]
+    # OpenAPI refers it to its Definition schema (made per step registry).
+    Definition = Annotated[dict[str, Any], WithJsonSchema({"type": "object"})]
 
 
 def one_of(enum: type[StrEnum]) -> WithJsonSchema:
@@ -179,7 +178,7 @@ class StepView(View):
 
 
 class RunView(View):
-    """A run; ``steps`` is None for a run from a list (REST then leaves the key out)."""
+    """A run of a workflow; in a list of runs it has no ``steps``."""
 
     id: uuid.UUID
     tenant_id: uuid.UUID = Field(exclude=True)  # for the adapters' checks, not shown
