@@ -15,19 +15,28 @@ from starlette.routing import Route
 from treadle.rest import request as req
 from treadle.rest.openapi import build_openapi
 from treadle.rest.operation import Handler, Schema, operation, route
-from treadle.rest.run_routes import RUN_HANDLERS
+from treadle.rest.run_routes import (
+    cancel_run,
+    execute_workflow,
+    get_run,
+    list_run_events,
+    list_workflow_runs,
+    rerun_run,
+    resolve_approval,
+    stream,
+)
 from treadle.rest.schemas import (
     CreateUserInput,
     LoginInput,
     RegisterInput,
-    TriggerList,
     WorkflowInput,
     WorkflowPage,
     WorkflowUpdateInput,
 )
-from treadle.services import auth, hooks, runs, workflows
+from treadle.rest.trigger_routes import list_workflow_triggers, receive_hook
+from treadle.services import auth, workflows
 from treadle.services.health import HealthView, check_health
-from treadle.services.views import AuthView, RunView, UserView, WorkflowView
+from treadle.services.views import AuthView, UserView, WorkflowView
 
 OPENAPI_PATH: Final = "/api/openapi.json"
 AUTH_OK: Final = "The new token, its user and tenant."
@@ -45,17 +54,6 @@ PAGING: Final = (
     {"$ref": "#/components/parameters/page"},
     {"$ref": "#/components/parameters/pageSize"},
 )
-SIGNATURE: Final = {
-    "name": "X-Treadle-Signature",
-    "in": "header",
-    "required": True,
-    "schema": {"type": "string"},
-    "description": (
-        't=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>"> with the trigger\'s '
-        "secret; refused (401) when more than 5 minutes off."
-    ),
-}
-HOOK_BODY: Final[Schema] = {"type": "object", "description": "The run's input."}
 
 
 @operation(
@@ -209,51 +207,6 @@ async def delete_workflow(request: Request) -> Response:
 
 @operation(
     "GET",
-    "/api/workflows/{id}/triggers",
-    "listWorkflowTriggers",
-    summary="The workflow's triggers (webhook secrets for ADMINs only)",
-    tag="workflows",
-    ok={200: ("The triggers.", TriggerList)},
-    errors=(404,),
-)
-async def list_workflow_triggers(request: Request) -> Response:
-    async with req.service(request) as ctx:
-        views = await hooks.list_triggers(ctx, request.path_params["id"])
-    return JSONResponse(TriggerList(items=tuple(views)).to_json())
-
-
-@operation(
-    "POST",
-    "/api/hooks/{triggerId}",
-    "receiveHook",
-    summary="Start a run of the trigger's workflow with the signed JSON body as input",
-    tag="runs",
-    ok={
-        200: ("The run this same signed request started before.", RunView),
-        202: ("The new run.", RunView),
-    },
-    errors=(401, 404, 429),
-    body=HOOK_BODY,
-    body_required=False,
-    parameters=(SIGNATURE,),
-    public=True,
-)
-async def receive_hook(request: Request) -> Response:
-    """No JWT: the trigger's secret signs the request (``X-Treadle-Signature``)."""
-    body = await request.body()
-    signature = request.headers.get("x-treadle-signature")
-    result = await hooks.receive_hook(
-        req.resources(request), request.path_params["triggerId"], body, signature
-    )
-    return _started(result)
-
-
-def _started(result: runs.Execution) -> Response:
-    return JSONResponse(result.run.to_json(), status_code=202 if result.created else 200)
-
-
-@operation(
-    "GET",
     "/api/health",
     "health",
     summary="Health of the database and the queue",
@@ -298,10 +251,16 @@ HANDLERS: Final[list[Handler]] = [
     get_workflow,
     update_workflow,
     delete_workflow,
-    *RUN_HANDLERS[:2],  # execute, list runs
+    execute_workflow,
+    list_workflow_runs,
     list_workflow_triggers,
     receive_hook,
-    *RUN_HANDLERS[2:],
+    get_run,
+    list_run_events,
+    stream,
+    cancel_run,
+    rerun_run,
+    resolve_approval,
     health,
     openapi_json,
 ]

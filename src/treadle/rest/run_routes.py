@@ -65,7 +65,8 @@ RUN_LINKS: Final = {
 }
 
 
-def _run(result: runs.Execution) -> Response:
+def started(result: runs.Execution) -> Response:
+    """A run a request started (202), or the one an earlier same request started (200)."""
     return JSONResponse(result.run.to_json(), status_code=202 if result.created else 200)
 
 
@@ -90,7 +91,7 @@ async def execute_workflow(request: Request) -> Response:
     key = request.headers.get("idempotency-key")
     async with req.service(request) as ctx:
         result = await runs.execute_workflow(ctx, request.path_params["id"], body.get("input"), key)
-    return _run(result)
+    return started(result)
 
 
 @operation(
@@ -195,7 +196,7 @@ async def rerun_run(request: Request) -> Response:
         result = await rerun.rerun_run(
             ctx, request.path_params["id"], body.get("fromNodeId"), body.get("input"), key
         )
-    return _run(result)
+    return started(result)
 
 
 @operation(
@@ -222,15 +223,3 @@ async def resolve_approval(request: Request) -> Response:
             body.get("data"),
         )
     return JSONResponse(view.to_json())
-
-
-RUN_HANDLERS: Final = [
-    execute_workflow,
-    list_workflow_runs,
-    get_run,
-    list_run_events,
-    stream,
-    cancel_run,
-    rerun_run,
-    resolve_approval,
-]
