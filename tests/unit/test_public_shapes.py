@@ -19,8 +19,20 @@ from strawberry.scalars import JSON
 from strawberry.types.base import StrawberryList, StrawberryOptional, has_object_definition
 from strawberry.types.enum import StrawberryEnumDefinition
 
+from treadle.rest import schemas
 from treadle.schema.trigger import Trigger
-from treadle.schema.types import AuthPayload, Health, Run, RunEvent, Step, Tenant, User, Workflow
+from treadle.schema.types import (
+    AuthPayload,
+    Health,
+    Run,
+    RunEvent,
+    RunPage,
+    Step,
+    Tenant,
+    User,
+    Workflow,
+    WorkflowPage,
+)
 from treadle.services.health import HealthView
 from treadle.services.triggers import TriggerView
 from treadle.services.views import (
@@ -30,6 +42,7 @@ from treadle.services.views import (
     StepView,
     TenantView,
     UserView,
+    View,
     WorkflowView,
 )
 
@@ -43,7 +56,11 @@ PAIRS: list[tuple[type[BaseModel], type]] = [
     (EventView, RunEvent),
     (HealthView, Health),
     (TriggerView, Trigger),
+    (schemas.WorkflowPage, WorkflowPage),
+    (schemas.RunPage, RunPage),
 ]
+# REST-only shapes: list envelopes (GraphQL returns plain lists) and the error and delta bodies.
+REST_ONLY = {"EventList", "TriggerList", "Error", "ErrorDetail", "OutputDelta", "Delta"}
 Shape = tuple[str, bool]  # (kind, nullable)
 # (GraphQL type, field) -> (view's shape or None if absent, GraphQL's shape or None) and why.
 INTENDED: dict[tuple[str, str], tuple[Shape | None, Shape | None]] = {
@@ -139,6 +156,20 @@ def test_every_intended_difference_is_still_one() -> None:
         found = (view_shapes(view).get(field), graphql_shapes(graphql_type).get(field))
         assert found == expected
         assert found[0] != found[1]
+
+
+def test_every_view_is_checked() -> None:
+    """A new view is either paired with its GraphQL type above or listed as REST-only."""
+
+    def subclasses(cls: type) -> set[type]:
+        found: set[type] = set()
+        for each in cls.__subclasses__():
+            found |= {each, *subclasses(each)}
+        return found
+
+    ours = {cls for cls in subclasses(View) if cls.__module__.startswith("treadle.")}
+    paired = {view for view, _ in PAIRS}
+    assert {cls.__name__ for cls in ours - paired} == REST_ONLY
 
 
 def test_the_check_sees_a_missing_graphql_field() -> None:
