@@ -163,6 +163,7 @@ def test_every_view_is_checked() -> None:
 
     def subclasses(cls: type) -> set[type]:
         found: set[type] = set()
+        each: type
         for each in cls.__subclasses__():
             found |= {each, *subclasses(each)}
         return found
