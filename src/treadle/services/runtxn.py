@@ -14,7 +14,8 @@ from treadle.db import AsyncSession
 from treadle.engine.dagcache import DagKey
 from treadle.models import WorkflowRun, WorkflowStep
 from treadle.queue import StepRef
-from treadle.services.events import EventWriter, publish_events
+from treadle.services.effects import Effects, flush
+from treadle.services.events import EventWriter
 from treadle.services.progress import load_steps, lock_run
 from treadle.tenancy import transaction
 
@@ -64,15 +65,10 @@ async def after_commit(resources: Resources, tenant_id: uuid.UUID, txn: RunTxn) 
     resources.metrics.observe_events(
         tenant_id, views, {node: row.type for node, row in txn.steps.items()}
     )
-    try:
-        await publish_events(resources.bus, tenant_id, views, txn.run.workflow_id)
-    except Exception:
-        logger.warning("publishing run events failed", exc_info=True)
     run_id = txn.run.id
-    try:
-        if txn.dispatch:
-            await resources.queue.enqueue([StepRef(s, run_id, tenant_id) for s in txn.dispatch])
-    except Exception:
-        logger.warning("enqueue failed; the reaper will dispatch", exc_info=True)
+    effects = Effects()
+    effects.events(tenant_id, views, txn.run.workflow_id)
+    effects.sends.extend(StepRef(s, run_id, tenant_id) for s in txn.dispatch)
+    await flush(resources, effects)
     for step_id, at in txn.timers:
         resources.timers.schedule(at, StepRef(step_id, run_id, tenant_id))
