@@ -34,6 +34,7 @@ from treadle.pubsub import run_channel
 from treadle.queue import StepRef
 from treadle.services.outcome import apply_outcome, fail_step
 from treadle.services.progress import settle, template_context
+from treadle.services.rows import StepRow
 from treadle.services.runtxn import RunTxn, dag_key, open_run_txn
 from treadle.tenancy import SYSTEM, transaction
 
@@ -117,7 +118,7 @@ async def _claim(resources: Resources, ref: StepRef) -> Claim | None:
         return await _run_inline(resources, txn, step)
 
 
-def _claim_of(txn: RunTxn, step: WorkflowStep) -> Claim:
+def _claim_of(txn: RunTxn, step: StepRow) -> Claim:
     return Claim(
         step_id=step.id,
         run_id=txn.run.id,
@@ -131,7 +132,7 @@ def _claim_of(txn: RunTxn, step: WorkflowStep) -> Claim:
     )
 
 
-def _queue_lag(resources: Resources, step: WorkflowStep, now: datetime) -> float | None:
+def _queue_lag(resources: Resources, step: StepRow, now: datetime) -> float | None:
     """Seconds since the step became ready (PENDING) or its retry came due (RETRYING).
 
     A dispatched step is due ``dispatch_grace`` after it became ready; when the reaper had to
@@ -144,11 +145,11 @@ def _queue_lag(resources: Resources, step: WorkflowStep, now: datetime) -> float
     return None
 
 
-def _inline(resources: Resources, step: WorkflowStep) -> bool:
+def _inline(resources: Resources, step: StepRow) -> bool:
     return bool(getattr(resources.registry[step.type], "inline", False))
 
 
-async def _run_inline(resources: Resources, txn: RunTxn, first: WorkflowStep) -> Claim | None:
+async def _run_inline(resources: Resources, txn: RunTxn, first: StepRow) -> Claim | None:
     """Run ``first`` and then, within a budget, the pure steps it makes ready, in this txn.
 
     A chain or fan-out of TRANSFORM/CONDITION steps then costs one transaction and no queue
@@ -156,7 +157,7 @@ async def _run_inline(resources: Resources, txn: RunTxn, first: WorkflowStep) ->
     pure, or beyond the budget, goes to the queue as usual. A step whose templates need more
     than a slice of the loop is returned as a claim, to run outside the transaction.
     """
-    step, done, queued = first, 0, list[WorkflowStep]()
+    step, done, queued = first, 0, list[StepRow]()
     deadline = time.monotonic() + INLINE_SECONDS
     while True:
         claim = _claim_of(txn, step)
@@ -182,7 +183,7 @@ async def _run_inline(resources: Resources, txn: RunTxn, first: WorkflowStep) ->
         _start_attempt(resources, txn, step, utcnow())
 
 
-def _take(resources: Resources, txn: RunTxn, step: WorkflowStep, now: datetime) -> bool:
+def _take(resources: Resources, txn: RunTxn, step: StepRow, now: datetime) -> bool:
     """Decide under the lock whether this delivery may run the step, and start the attempt."""
     status = StepStatus(step.status)
     if status is StepStatus.RUNNING and step.wake_at is not None:
@@ -202,7 +203,7 @@ def _lease(resources: Resources) -> timedelta:
     return timedelta(seconds=resources.settings.treadle_lease_seconds)
 
 
-def _startable(step: WorkflowStep, status: StepStatus, now: datetime) -> bool:
+def _startable(step: StepRow, status: StepStatus, now: datetime) -> bool:
     if status is StepStatus.PENDING:
         return step.due_at is not None  # dispatched by the planner
     if status is StepStatus.RETRYING:
@@ -212,7 +213,7 @@ def _startable(step: WorkflowStep, status: StepStatus, now: datetime) -> bool:
     return False
 
 
-def _reclaim(resources: Resources, txn: RunTxn, step: WorkflowStep, now: datetime) -> bool:
+def _reclaim(resources: Resources, txn: RunTxn, step: StepRow, now: datetime) -> bool:
     """The attempt's lease ran out: its worker died. Retry it, or fail the step if spent."""
     dag = resources.dags.get(dag_key(txn.run), txn.run.definition)
     policy = dag.nodes[step.node_id].retry
@@ -229,7 +230,7 @@ def _reclaim(resources: Resources, txn: RunTxn, step: WorkflowStep, now: datetim
     return False
 
 
-def _start_attempt(resources: Resources, txn: RunTxn, step: WorkflowStep, now: datetime) -> None:
+def _start_attempt(resources: Resources, txn: RunTxn, step: StepRow, now: datetime) -> None:
     step.status = transition(StepStatus(step.status), StepStatus.RUNNING)
     step.attempt += 1
     step.started_at = step.started_at or now
