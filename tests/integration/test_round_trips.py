@@ -15,6 +15,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from tests.conftest import make_settings
+from tests.fakes import serve_app
+from tests.fakes.sink import Sink
 from tests.support.client import RestApi, unique_email
 from tests.support.live import LiveServer
 from tests.support.roundtrips import RoundTripProxy, counting
@@ -33,6 +35,10 @@ EXECUTE_PG, EXECUTE_REDIS = 5, 3
 # PostgreSQL: BEGIN, the tenant scope, lock the run and read its steps, one write of the run,
 # steps and events, COMMIT. Redis: one pipeline with the events (and any step made ready).
 PURE_STEP_PG, PURE_STEP_REDIS = 5, 1
+
+# Two HTTP steps, one delivery: claim the first (one transaction), record it and claim the
+# second in the next, record the second in the last. Redis: one pipeline after each commit.
+HTTP_CHAIN_PG, HTTP_CHAIN_REDIS = 15, 3
 
 PURE = {
     "nodes": [{"id": "only", "type": "TRANSFORM", "config": {"output": {"v": "{{ input.v }}"}}}],
@@ -105,3 +111,43 @@ async def _advance(
             with counting(pg, redis) as counts:
                 await advance_step(resources, ref.step_id, ref=ref)
     return counts
+
+
+def _http_chain(url: str) -> dict[str, object]:
+    nodes = [
+        {"id": f"h{i}", "type": "HTTP_REQUEST", "config": {"method": "POST", "url": f"{url}/h{i}"}}
+        for i in range(2)
+    ]
+    return {"nodes": nodes, "edges": [{"from": "h0", "to": "h1"}]}
+
+
+def test_one_delivery_runs_the_steps_it_makes_ready(
+    private_pg_url: str,
+    redis_url: str,
+    proxies: tuple[RoundTripProxy, RoundTripProxy],
+    tmp_path: Path,
+) -> None:
+    """Recording a step claims the next one and runs it at once: no queue hop, no claim of its
+    own; every step still gets its attempt, lease, events and fenced record."""
+    pg, redis = proxies
+    recorder = Sink()
+    with pg, redis, serve_app(recorder.app) as sink_url:
+        db_url, cache_url = _proxied(private_pg_url, redis_url, pg, redis)
+        settings = make_settings(db_url, tmp_path, redis_url=cache_url)
+        with LiveServer.api(settings) as server:
+            api = RestApi(server.base_url)
+            auth = api.register("Chain", unique_email("chain"), "correct horse battery", "C")
+            token = auth["token"]
+            workflow = api.create_workflow(token, name="Http", definition=_http_chain(sink_url))
+            warm = api.execute(token, workflow["id"])
+            run = api.execute(token, workflow["id"])
+            counts = asyncio.run(_advance(settings, pg, redis, warm, run, auth["tenant"]["id"]))
+            done = api.get_run(token, run["id"])
+            events = api.events(token, run["id"])
+    assert done["status"] == "COMPLETED"
+    assert [step["attempt"] for step in done["steps"]] == [1, 1]
+    types = [e["type"] for e in events]
+    assert types.count("STEP_STARTED") == 2, types
+    assert types.count("STEP_COMPLETED") == 2, types
+    assert [e["seq"] for e in events] == list(range(1, len(types) + 1))
+    assert counts == [HTTP_CHAIN_PG, HTTP_CHAIN_REDIS]
