@@ -58,7 +58,9 @@ from bench.procs import (
     wait_healthy,
 )
 from bench.report import CaseResult, FloorResult, add
+from bench.sink import Sink
 from bench.w5_fanout import raise_fd_limit
+from bench.w6_http import HttpWorkloads
 from bench.workloads import Sizes, Workloads
 from treadle.dbadmin import create_database, drop_database
 
@@ -92,7 +94,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-floor", action="store_true", help="skip the floor measurements")
     parser.add_argument(
-        "--only", default=",".join(WORKLOADS), help="comma-separated subset of W1,W2,W3,W4,W5,W5B"
+        "--only",
+        default=",".join(WORKLOADS),
+        help="comma-separated subset of W1,W2,W3,W4,W5,W5B,W6,W7",
     )
     parser.add_argument(
         "--w5-repeat",
@@ -140,6 +144,7 @@ def treadle_env(config: Config, database_url: str, queue: str | None, port: int)
         "TREADLE_ARGON2_TIME_COST": "1",
         "TREADLE_MAX_SUBSCRIPTIONS_PER_TENANT": "20000",  # W5b: 10,000 on one API
         "BENCH_TRACE_DIR": str(config.logs / "trace"),
+        "TREADLE_EGRESS_ALLOW": "127.0.0.1",  # W6/W7 call the bench's sink on loopback
     }
     if queue is not None:
         values["REDIS_URL"] = config.redis_url
@@ -278,6 +283,7 @@ async def _measure(
     database_url: str | None,
 ) -> None:
     api = Api(base_url, observe=config.observe)
+    sink = await Sink().start()
     try:
         if api.observe == "sse" and not await api.stream_supported():
             api.observe = "poll"
@@ -297,6 +303,9 @@ async def _measure(
             worker or api_proc,
             api_proc,
         )
+        if {"W6", "W7"} & config.workloads:
+            run.http = HttpWorkloads(api, sink.port, config.sizes.w3_runs)
+            await run.http.setup()
         for repetition in range(1, config.repeat + 1):
             figures = await run.repetition(repetition)
             if (
@@ -317,6 +326,7 @@ async def _measure(
         _record_peak(result, api_proc, worker)
         note_load(result)
     finally:
+        sink.close()
         await api.aclose()
 
 
@@ -349,6 +359,8 @@ def _brief(figures: dict[str, dict[str, Any]]) -> str:
         "W4": "W4 {total_s:.3f} s",
         "W5": "W5 p50 {p50_ms} ms p99 {p99_ms} ms",
         "W5B": "W5b p50 {p50_ms} ms p99 {p99_ms} ms",
+        "W6": "W6 {per_step_ms:.2f} ms/step",
+        "W7": "W7 {steps_per_s:,.0f} steps/s",
     }
     return "; ".join(formats[key].format(**figures[key]) for key in formats if key in figures)
 

@@ -25,9 +25,10 @@ from bench.procs import (
     pids_named,
 )
 from bench.report import CaseResult
+from bench.w6_http import W6_STEPS, W7_CHAIN, HttpWorkloads
 from bench.workloads import Sizes, Workloads
 
-WORKLOADS: Final = ("W1", "W2", "W3", "W4", "W5", "W5B")
+WORKLOADS: Final = ("W1", "W2", "W3", "W4", "W5", "W5B", "W6", "W7")
 
 
 @dataclass(slots=True)
@@ -61,6 +62,7 @@ class CaseRun:
     meter: CpuMeter
     stepper: Process  # the process (tree) that runs steps
     api: Process
+    http: HttpWorkloads | None = None  # W6/W7, when a sink runs
 
     async def repetition(self, number: int) -> dict[str, dict[str, Any]]:
         sizes, only = self.config.sizes, self.config.workloads
@@ -77,6 +79,10 @@ class CaseRun:
             figures["W3"] = await self._metered(self.suite.w3, steps, profile=f"W3-r{number}")
         if "W4" in only:
             figures["W4"] = await self._metered(self.suite.w4, sizes.w4_width + 2)
+        if self.http is not None and "W6" in only:
+            figures["W6"] = await self._metered(self.http.w6, W6_STEPS)
+        if self.http is not None and "W7" in only:
+            figures["W7"] = await self._metered(self.http.w7, self.http.runs * W7_CHAIN)
         return figures
 
     async def _metered(

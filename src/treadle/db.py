@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, Final
 
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.ext.asyncio import AsyncSession as AsyncSession
 from sqlalchemy.pool import NullPool
@@ -33,6 +34,36 @@ def _sqlite_hooks(engine: AsyncEngine) -> None:
     event.listen(engine.sync_engine, "begin", _sqlite_begin)
 
 
+# A pooled connection idle longer than this is pinged before use: the server (or a proxy) may
+# have dropped it meanwhile. A connection in steady use is only checked for being closed, which
+# costs no round trip (``pool_pre_ping`` would cost one on every checkout).
+IDLE_PING_SECONDS: Final = 10.0
+
+
+def _checkin(_dbapi_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """Hand out a live connection: a closed one, or a long-idle one that fails a ping, is
+    replaced (``DisconnectionError`` makes the pool discard it and connect anew)."""
+    raw = getattr(dbapi_connection, "_connection", None)
+    if raw is not None and raw.is_closed():
+        raise exc.DisconnectionError("connection closed")
+    idle_since = record.info.get("idle_since")
+    if idle_since is None or time.monotonic() - idle_since < IDLE_PING_SECONDS:
+        return
+    try:
+        dbapi_connection.ping()
+    except Exception as error:
+        raise exc.DisconnectionError("connection failed its ping") from error
+
+
+def _liveness_hooks(engine: AsyncEngine) -> None:
+    event.listen(engine.sync_engine, "checkin", _checkin)
+    event.listen(engine.sync_engine, "checkout", _checkout)
+
+
 # Statement errors quote their bound parameters (webhook secrets, Authorization headers,
 # password hashes) unless told not to; those messages end up in logs and tracebacks.
 HIDE_PARAMETERS: Final = True
@@ -49,15 +80,16 @@ def build_engine(url: str, *, pool_size: int = 10, pool_timeout: float = 30.0) -
         )
         _sqlite_hooks(engine)
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_timeout=pool_timeout,
-        pool_pre_ping=True,
         pool_recycle=1800,
         hide_parameters=HIDE_PARAMETERS,
     )
+    _liveness_hooks(engine)
+    return engine
 
 
 def build_null_engine(url: str) -> AsyncEngine:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
+from redis.asyncio.client import Pipeline, PubSub
 
 from treadle.errors import RateLimitedError
 
@@ -259,6 +259,12 @@ class RedisEventBus(_FanoutBus):
             for message in messages:
                 pipe.publish(channel, _encode(message))
             await pipe.execute()
+
+    def publish_on(self, pipe: Pipeline, channel: str, messages: Sequence[Message]) -> None:
+        """Queue the PUBLISHes of ``messages`` on a caller's pipeline (same Redis), so they go
+        out in one round trip with the caller's other commands, in order."""
+        for message in messages:
+            pipe.publish(channel, _encode(message))
 
     @contextlib.asynccontextmanager
     async def subscribe(

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, NamedTuple, Protocol
 
 from taskiq import AsyncBroker, AsyncTaskiqDecoratedTask
+from taskiq_redis import RedisStreamBroker
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,32 @@ class TaskiqStepQueue:
     async def enqueue(self, steps: Sequence[StepRef]) -> None:
         for step in steps:
             await self._task.kiq(str(step.step_id), str(step.run_id), str(step.tenant_id))
+
+    def stream_entries(self, steps: Sequence[StepRef]) -> list[StreamEntry] | None:
+        """The stream entries ``enqueue`` would XADD, for a caller that sends them on its own
+        pipeline (one round trip with other commands); None when the broker is no Redis stream
+        broker or has middlewares that must see each send."""
+        broker = self._task.broker
+        if not isinstance(broker, RedisStreamBroker) or broker.middlewares:
+            return None
+        kicker = self._task.kicker()
+        entries = []
+        for step in steps:
+            message = kicker._prepare_message(
+                str(step.step_id), str(step.run_id), str(step.tenant_id)
+            )
+            data = broker.formatter.dumps(message).message
+            entries.append(StreamEntry(broker.queue_name, data, broker.maxlen, broker.approximate))
+        return entries
+
+
+class StreamEntry(NamedTuple):
+    """One XADD of a step message: stream, payload, and the broker's trimming."""
+
+    stream: str
+    data: bytes
+    maxlen: int | None
+    approximate: bool
 
 
 class LocalTimers:

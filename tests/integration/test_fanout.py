@@ -34,9 +34,9 @@ from treadle.models import Tenant, Workflow, WorkflowRun
 from treadle.models.base import utcnow
 from treadle.pubsub import RESYNC, MemoryEventBus, RedisEventBus, run_channel
 from treadle.resources import Resources
-from treadle.services.events import EventWriter, publish_events
+from treadle.services.events import publish_events
 from treadle.services.follow import follow_events
-from treadle.services.progress import lock_run
+from treadle.services.runtxn import load_run_txn
 from treadle.services.views import EventView
 from treadle.settings import Settings
 from treadle.tasks.broker import open_runtime
@@ -89,13 +89,13 @@ async def append(
 ) -> list[EventView]:
     """One transaction appending ``types``; published after commit unless told otherwise."""
     async with transaction(res, owner.tenant_id) as session:
-        run = await lock_run(session, run_id, postgres=res.is_postgres)
-        writer = EventWriter(run, session)
+        txn = await load_run_txn(session, res, run_id)
         for type_ in types:
-            writer.append(type_, "n", {"pad": "x" * pad} if pad else {})
+            txn.writer.append(type_, "n", {"pad": "x" * pad} if pad else {})
             if type_ == EventType.RUN_COMPLETED:
-                run.status = RunStatus.COMPLETED
-        views = writer.views()
+                txn.run.status = RunStatus.COMPLETED
+        await txn.save()
+        views = txn.writer.views()
     if publish:
         await publish_events(res.bus, owner.tenant_id, views)
     return views

@@ -21,11 +21,12 @@ from treadle.engine.json import JSON, JSONObject
 from treadle.engine.states import RunStatus, StepStatus
 from treadle.engine.steps.approval import Config, resolution
 from treadle.errors import ConflictError, NotFoundError, PermissionDeniedError
-from treadle.models import User, WorkflowStep
+from treadle.models import User
 from treadle.models.base import utcnow
 from treadle.security import Actor, Role
 from treadle.services.context import ServiceContext, owned_by
 from treadle.services.outcome import apply_outcome
+from treadle.services.rows import StepRow
 from treadle.services.runs import defer_effects, require_run, run_view
 from treadle.services.runtxn import dag_key, load_run_txn
 from treadle.services.views import RunView, parse_input
@@ -77,7 +78,7 @@ async def resolve_approval(
     by: JSONObject = {"id": str(user.id), "email": user.email, "name": user.name}
     output = resolution(args.approved, by, args.comment, args.data)
     apply_outcome(ctx.resources, txn, step, Succeeded(output), utcnow())
-    await ctx.session.flush()
+    await txn.save()
     defer_effects(ctx, txn)
     return run_view(txn.run, txn.steps)
 
@@ -92,7 +93,7 @@ def may_approve(config: Config, actor: Actor, email: str) -> bool:
     return email.strip().lower() in approvers
 
 
-def _waiting(run_status: str, step: WorkflowStep) -> bool:
+def _waiting(run_status: str, step: StepRow) -> bool:
     return (
         run_status == RunStatus.RUNNING
         and step.status == StepStatus.RUNNING

@@ -9,12 +9,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from treadle.db import AsyncSession
 from treadle.engine.json import JSON, JSONObject
 from treadle.engine.states import EventType, RunStatus, StepStatus
-from treadle.models import WorkflowEvent, WorkflowRun
 from treadle.models.base import utcnow
 from treadle.pubsub import EventBus, run_channel, tenant_channel
+from treadle.services.rows import EventRow, RunRow
 from treadle.services.views import EventView, iso
 
 # The status an event moves its run (RUN_*) or its step (STEP_*) to.
@@ -36,18 +35,19 @@ STATUS_AFTER: dict[str, str] = {
 
 @dataclass(slots=True)
 class EventWriter:
-    """Numbers a run's events 1, 2, 3 … and adds them to the session of the change.
+    """Numbers a run's events 1, 2, 3 … for the transaction of the change to insert.
 
     The caller holds the run row's lock, so concurrent writers of one run take turns.
+    ``pending`` are the events not stored yet; ``written`` all of this transaction's.
     """
 
-    run: WorkflowRun
-    session: AsyncSession
-    written: list[WorkflowEvent] = field(default_factory=list)
+    run: RunRow
+    written: list[EventRow] = field(default_factory=list)
+    pending: list[EventRow] = field(default_factory=list)
 
     def append(self, type_: EventType, node_id: str | None = None, data: JSON = None) -> None:
         self.run.last_seq += 1
-        event = WorkflowEvent(
+        event = EventRow(
             id=uuid.uuid4(),
             tenant_id=self.run.tenant_id,
             run_id=self.run.id,
@@ -57,11 +57,15 @@ class EventWriter:
             data=data if data is not None else {},
             created_at=utcnow(),
         )
-        self.session.add(event)
         self.written.append(event)
+        self.pending.append(event)
+
+    def take_pending(self) -> list[EventRow]:
+        pending, self.pending = self.pending, []
+        return pending
 
     def views(self) -> list[EventView]:
-        return [EventView.of(event) for event in self.written]
+        return [event.view() for event in self.written]
 
 
 def run_update(view: EventView, workflow_id: uuid.UUID) -> JSONObject:

@@ -10,9 +10,9 @@ from treadle.engine.executor import Failed, Outcome, Succeeded, Waiting, unstora
 from treadle.engine.json import JSONObject, storable_text, unstorable
 from treadle.engine.retry import backoff_seconds, can_retry
 from treadle.engine.states import EventType, StepStatus, transition
-from treadle.models import WorkflowStep
 from treadle.redact import scrub_text
 from treadle.services.progress import settle
+from treadle.services.rows import StepRow
 from treadle.services.runtxn import RunTxn, dag_key
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def apply_outcome(
-    resources: Resources, txn: RunTxn, step: WorkflowStep, outcome: Outcome, now: datetime
+    resources: Resources, txn: RunTxn, step: StepRow, outcome: Outcome, now: datetime
 ) -> None:
     """Move the RUNNING ``step`` on by ``outcome``, then let the planner settle the run."""
     dag = resources.dags.get(dag_key(txn.run), txn.run.definition)
@@ -56,7 +56,7 @@ def _storable(outcome: Succeeded) -> Succeeded | Failed:
 
 
 def _on_failure(
-    txn: RunTxn, step: WorkflowStep, failed: Failed, policy: RetryPolicy, now: datetime
+    txn: RunTxn, step: StepRow, failed: Failed, policy: RetryPolicy, now: datetime
 ) -> None:
     message = storable_text(scrub_text(failed.error))  # errors may quote template text
     error: JSONObject = {"code": failed.code, "message": message}
@@ -75,7 +75,7 @@ def _on_failure(
     fail_step(txn, step, error, now)
 
 
-def fail_step(txn: RunTxn, step: WorkflowStep, error: JSONObject, now: datetime) -> None:
+def fail_step(txn: RunTxn, step: StepRow, error: JSONObject, now: datetime) -> None:
     step.status = transition(StepStatus(step.status), StepStatus.FAILED)
     step.error, step.finished_at = error, now
     step.due_at = step.lease_until = step.wake_at = None

@@ -9,46 +9,22 @@ import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-
-from treadle.db import AsyncSession
 from treadle.engine.dag import Dag
 from treadle.engine.json import JSON, JSONObject
 from treadle.engine.planner import StepState, plan, run_output
 from treadle.engine.states import TERMINAL_STEP, EventType, RunStatus, StepStatus
-from treadle.models import WorkflowRun, WorkflowStep
 from treadle.services.events import EventWriter
+from treadle.services.rows import RunRow, StepRow
 
 
-async def lock_run(session: AsyncSession, run_id: uuid.UUID, *, postgres: bool) -> WorkflowRun:
-    """Load the run holding its row lock (SQLite's immediate transaction already serialises)."""
-    stmt = (
-        select(WorkflowRun)
-        .where(WorkflowRun.id == run_id)
-        .execution_options(populate_existing=True)
-    )
-    if postgres:
-        stmt = stmt.with_for_update()
-    return (await session.execute(stmt)).scalar_one()
-
-
-async def load_steps(session: AsyncSession, run_id: uuid.UUID) -> dict[str, WorkflowStep]:
-    rows = await session.execute(
-        select(WorkflowStep)
-        .where(WorkflowStep.run_id == run_id)
-        .execution_options(populate_existing=True)
-    )
-    return {row.node_id: row for row in rows.scalars()}
-
-
-def step_states(steps: Mapping[str, WorkflowStep]) -> dict[str, StepState]:
+def step_states(steps: Mapping[str, StepRow]) -> dict[str, StepState]:
     return {node: StepState(StepStatus(row.status), row.output) for node, row in steps.items()}
 
 
 def settle(
-    run: WorkflowRun,
+    run: RunRow,
     dag: Dag,
-    steps: Mapping[str, WorkflowStep],
+    steps: Mapping[str, StepRow],
     writer: EventWriter,
     now: datetime,
     grace: timedelta,
@@ -65,7 +41,8 @@ def settle(
         writer.append(EventType.STEP_SKIPPED, node_id)
     if verdict.outcome is RunStatus.FAILED:
         failed = next(row for row in steps.values() if row.status == StepStatus.FAILED)
-        error: JSONObject = {**(failed.error or {}), "nodeId": failed.node_id}
+        cause = failed.error if isinstance(failed.error, dict) else {}
+        error: JSONObject = {**cause, "nodeId": failed.node_id}
         cancel_open_steps(steps, writer, now)
         finish_run(run, RunStatus.FAILED, writer, now, error=error)
         return []
@@ -79,9 +56,7 @@ def settle(
     return [row.id for row in ready]
 
 
-def cancel_open_steps(
-    steps: Mapping[str, WorkflowStep], writer: EventWriter, now: datetime
-) -> None:
+def cancel_open_steps(steps: Mapping[str, StepRow], writer: EventWriter, now: datetime) -> None:
     """Every step not yet finished becomes CANCELLED; a late result of it is then discarded."""
     for row in steps.values():
         if StepStatus(row.status) not in TERMINAL_STEP:
@@ -90,7 +65,7 @@ def cancel_open_steps(
 
 
 def finish_run(
-    run: WorkflowRun,
+    run: RunRow,
     status: RunStatus,
     writer: EventWriter,
     now: datetime,
@@ -113,7 +88,7 @@ def finish_run(
     writer.append(event, None, data)
 
 
-def template_context(run: WorkflowRun, steps: Mapping[str, WorkflowStep]) -> JSONObject:
+def template_context(run: RunRow, steps: Mapping[str, StepRow]) -> JSONObject:
     """What templates see: input, finished steps' outputs, run and workflow ids."""
     outputs: JSONObject = {
         node: {"output": row.output, "status": row.status} for node, row in steps.items()

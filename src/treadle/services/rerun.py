@@ -26,10 +26,11 @@ from treadle.engine.json import JSON, JSONObject
 from treadle.engine.planner import rerun_nodes, rerun_start
 from treadle.engine.states import EventType, RunStatus, StepStatus
 from treadle.errors import ConflictError, ValidationError
-from treadle.models import WorkflowEvent, WorkflowStep
+from treadle.models import WorkflowEvent
 from treadle.models.base import utcnow
 from treadle.services.context import ServiceContext
 from treadle.services.progress import settle, step_states
+from treadle.services.rows import StepRow
 from treadle.services.runs import (
     IDEMPOTENCY_WINDOW,
     Execution,
@@ -77,7 +78,7 @@ async def rerun_run(
     if RunStatus(txn.run.status) not in RERUNNABLE:
         raise ConflictError(f"only a FAILED or CANCELLED run can be re-run, not {txn.run.status}")
     _resume(ctx, txn, args, attempt=len(attempts) + 2)
-    await ctx.session.flush()
+    await txn.save()
     defer_effects(ctx, txn)
     return Execution(run=run_view(txn.run, txn.steps), created=True)
 
@@ -121,7 +122,7 @@ def _resume(ctx: ServiceContext, txn: RunTxn, args: RerunInput, *, attempt: int)
     txn.dispatch = settle(run, dag, txn.steps, txn.writer, now, ctx.resources.dispatch_grace)
 
 
-def _reset(step: WorkflowStep) -> None:
+def _reset(step: StepRow) -> None:
     """Back to PENDING for the new run attempt (a deliberate reset, outside the state machine)."""
     step.status = StepStatus.PENDING
     step.output = step.error = None

@@ -16,9 +16,11 @@ from treadle.engine.states import TERMINAL_RUN, EventType, RunStatus, StepStatus
 from treadle.errors import ConflictError, NotFoundError, ValidationError
 from treadle.models import Workflow, WorkflowEvent, WorkflowRun, WorkflowStep
 from treadle.models.base import utcnow
+from treadle.services import rows
 from treadle.services.context import ServiceContext, owned_by
 from treadle.services.events import EventWriter
 from treadle.services.progress import cancel_open_steps, finish_run, settle
+from treadle.services.rows import RunRow, StepRow, insert_new
 from treadle.services.runtxn import RunTxn, after_commit, dag_key, load_run_txn
 from treadle.services.views import EventView, Page, RunView, StepView, parse_input
 from treadle.services.workflows import check_page, load_workflow, parse_uuid
@@ -54,8 +56,15 @@ async def execute_workflow(
         existing = await _run_for_key(ctx, workflow.id, args.idempotency_key)
         if existing is not None:
             return Execution(run=await _view(ctx, existing), created=False)
+    return Execution(run=await _start(ctx, workflow, args), created=True)
+
+
+async def _start(ctx: ServiceContext, workflow: Workflow, args: ExecuteInput) -> RunView:
+    """Insert the run, its steps (settled in memory first) and first events, in one statement
+    on PostgreSQL; then its effects go out after commit."""
+    actor = ctx.require_actor()
     now = utcnow()
-    run = WorkflowRun(
+    run = RunRow(
         id=uuid.uuid4(),
         tenant_id=actor.tenant_id,
         workflow_id=workflow.id,
@@ -63,34 +72,33 @@ async def execute_workflow(
         definition=workflow.definition,
         status=RunStatus.PENDING,
         input=args.input if args.input is not None else {},
+        output=None,
+        error=None,
         idempotency_key=args.idempotency_key,
         last_seq=0,
         created_at=now,
+        started_at=None,
+        finished_at=None,
     )
     dag = ctx.resources.dags.get(dag_key(run), run.definition)
     steps = {
-        node_id: WorkflowStep(
+        node_id: StepRow(
             id=uuid.uuid4(),
             tenant_id=actor.tenant_id,
             run_id=run.id,
             node_id=node_id,
             type=node.type,
             status=StepStatus.PENDING,
-            attempt=0,
         )
         for node_id, node in dag.nodes.items()
     }
-    # No ORM relationship orders parents before children, so the run goes first; the steps are
-    # settled in memory before they are inserted, so they and the events go in one flush.
-    ctx.session.add(run)
-    await ctx.session.flush()
-    ctx.session.add_all(steps.values())
-    txn = RunTxn(ctx.session, run, steps, EventWriter(run, ctx.session))
+    postgres = ctx.resources.is_postgres
+    txn = RunTxn(ctx.session, run, steps, EventWriter(run), postgres)
     txn.writer.append(EventType.RUN_CREATED, None, {"workflowVersion": workflow.version})
     txn.dispatch = settle(run, dag, steps, txn.writer, now, ctx.resources.dispatch_grace)
-    await ctx.session.flush()
+    await insert_new(ctx.session, run, steps, txn.writer.take_pending(), postgres=postgres)
     defer_effects(ctx, txn)
-    return Execution(run=run_view(run, steps), created=True)
+    return run_view(run, steps)
 
 
 async def _run_for_key(ctx: ServiceContext, workflow_id: uuid.UUID, key: str) -> WorkflowRun | None:
@@ -120,7 +128,9 @@ async def _load_run(ctx: ServiceContext, run_id: str) -> WorkflowRun:
 
 async def _view(ctx: ServiceContext, run: WorkflowRun) -> RunView:
     rows = await ctx.session.execute(select(WorkflowStep).where(WorkflowStep.run_id == run.id))
-    return run_view(run, {row.node_id: row for row in rows.scalars()})
+    steps = {row.node_id: row for row in rows.scalars()}
+    order = _node_order(run.definition)
+    return RunView.of(run, tuple(StepView.of(steps[node]) for node in order if node in steps))
 
 
 async def get_run(ctx: ServiceContext, run_id: str) -> RunView:
@@ -249,7 +259,7 @@ async def cancel_run(ctx: ServiceContext, run_id: str) -> RunView:
     now = utcnow()
     cancel_open_steps(txn.steps, txn.writer, now)
     finish_run(txn.run, RunStatus.CANCELLED, txn.writer, now)
-    await ctx.session.flush()
+    await txn.save()
     defer_effects(ctx, txn)
     return run_view(txn.run, txn.steps)
 
@@ -273,6 +283,5 @@ def _node_order(definition: JSONObject) -> list[str]:
     )
 
 
-def run_view(run: WorkflowRun, steps: dict[str, WorkflowStep]) -> RunView:
-    order = _node_order(run.definition)
-    return RunView.of(run, tuple(StepView.of(steps[node]) for node in order if node in steps))
+def run_view(run: RunRow, steps: dict[str, StepRow]) -> RunView:
+    return rows.run_view(run, steps, _node_order(run.definition))

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 from treadle.db import AsyncSession
 from treadle.engine.dagcache import DagKey
-from treadle.models import WorkflowRun, WorkflowStep
 from treadle.queue import StepRef
-from treadle.services.events import EventWriter, publish_events
-from treadle.services.progress import load_steps, lock_run
+from treadle.services.effects import Effects, flush
+from treadle.services.events import EventWriter
+from treadle.services.rows import RunRow, StepRow, lock_and_load, write
 from treadle.tenancy import transaction
 
 if TYPE_CHECKING:
@@ -27,13 +27,19 @@ logger = logging.getLogger(__name__)
 @dataclass(slots=True)
 class RunTxn:
     session: AsyncSession
-    run: WorkflowRun
-    steps: dict[str, WorkflowStep]
+    run: RunRow
+    steps: dict[str, StepRow]
     writer: EventWriter
+    postgres: bool
     dispatch: list[uuid.UUID] = field(default_factory=list)
     # Steps to enqueue at a set time by this process (retries, short delays); the reaper is the
     # backstop when this process dies first.
     timers: list[tuple[uuid.UUID, datetime]] = field(default_factory=list)
+
+    async def save(self) -> None:
+        """Write what changed (run, steps, new events) in the transaction; safe to repeat."""
+        events = self.writer.take_pending()
+        await write(self.session, self.run, self.steps, events, postgres=self.postgres)
 
 
 @contextlib.asynccontextmanager
@@ -44,18 +50,21 @@ async def open_run_txn(
     async with transaction(resources, tenant_id) as session:
         txn = await load_run_txn(session, resources, run_id)
         yield txn
+        await txn.save()
     await after_commit(resources, txn.run.tenant_id, txn)
 
 
-def dag_key(run: WorkflowRun) -> DagKey:
+def dag_key(run: RunRow) -> DagKey:
     """The key of the run's definition in ``Resources.dags``: its workflow and version."""
     return (run.workflow_id, run.workflow_version)
 
 
 async def load_run_txn(session: AsyncSession, resources: Resources, run_id: uuid.UUID) -> RunTxn:
-    """Within ``session``'s transaction: lock the run and load its steps."""
-    run = await lock_run(session, run_id, postgres=resources.is_postgres)
-    return RunTxn(session, run, await load_steps(session, run_id), EventWriter(run, session))
+    """Within ``session``'s transaction: lock the run and load its steps; the caller stores
+    its changes with ``RunTxn.save`` before the transaction commits."""
+    postgres = resources.is_postgres
+    run, steps = await lock_and_load(session, run_id, postgres=postgres)
+    return RunTxn(session, run, steps, EventWriter(run), postgres)
 
 
 async def after_commit(resources: Resources, tenant_id: uuid.UUID, txn: RunTxn) -> None:
@@ -64,15 +73,10 @@ async def after_commit(resources: Resources, tenant_id: uuid.UUID, txn: RunTxn) 
     resources.metrics.observe_events(
         tenant_id, views, {node: row.type for node, row in txn.steps.items()}
     )
-    try:
-        await publish_events(resources.bus, tenant_id, views, txn.run.workflow_id)
-    except Exception:
-        logger.warning("publishing run events failed", exc_info=True)
     run_id = txn.run.id
-    try:
-        if txn.dispatch:
-            await resources.queue.enqueue([StepRef(s, run_id, tenant_id) for s in txn.dispatch])
-    except Exception:
-        logger.warning("enqueue failed; the reaper will dispatch", exc_info=True)
+    effects = Effects()
+    effects.events(tenant_id, views, txn.run.workflow_id)
+    effects.sends.extend(StepRef(s, run_id, tenant_id) for s in txn.dispatch)
+    await flush(resources, effects)
     for step_id, at in txn.timers:
         resources.timers.schedule(at, StepRef(step_id, run_id, tenant_id))
