@@ -94,12 +94,13 @@ _ADVERSARIAL = {
 
 
 def _best_of_two(work: Callable[[], object]) -> float:
-    # One generous retry: a loaded machine may stall any single measurement.
+    # CPU time of this process (what a quadratic pattern burns), so other processes on a busy
+    # machine do not count; one retry for a stall of our own (a GC pass, a page fault storm).
     seconds = []
     for _ in range(2):
-        started = time.perf_counter()
+        started = time.process_time()
         work()
-        seconds.append(time.perf_counter() - started)
+        seconds.append(time.process_time() - started)
     return min(seconds)
 
 

@@ -138,7 +138,13 @@ class EventRow:
 
     def view(self) -> EventView:
         return EventView(
-            self.id, self.run_id, self.seq, self.type, self.node_id, self.data, self.created_at
+            id=self.id,
+            run_id=self.run_id,
+            seq=self.seq,
+            type=self.type,
+            node_id=self.node_id,
+            data=self.data,
+            created_at=self.created_at,
         )
 
 
