@@ -1,5 +1,8 @@
 """Canary: fails when Jinja2 gains (or loses) filters, tests, globals or node types.
 
+It also fails when the sandbox's own environment offers a name outside that review: a filter,
+test or global added to ``Sandbox`` directly reaches templates as surely as one from Jinja2.
+
 The sandbox (``treadle.engine.sandbox``) was reviewed against exactly the names below: which
 filters are charged by input size, which tests compare (and so walk) their arguments, which
 globals are replaced, and which tags are rejected when compiling. A Jinja2 upgrade that adds
@@ -13,6 +16,8 @@ import inspect
 
 import jinja2
 from jinja2 import defaults, filters, nodes, tests
+
+from treadle.engine.sandbox import Sandbox
 
 REVIEWED_FILTERS = frozenset(
     {"abs", "attr", "batch", "capitalize", "center", "count", "d", "default", "dictsort", "e"}
@@ -30,6 +35,10 @@ REVIEWED_TESTS = frozenset(
     | {"number", "odd", "sameas", "sequence", "string", "test", "true", "undefined", "upper"}
 )
 REVIEWED_GLOBALS = frozenset({"cycler", "dict", "joiner", "lipsum", "namespace", "range"})
+# What the sandbox takes away from Jinja2's defaults: random (a retried step must render the same
+# text) and lipsum (any amount of text); the other globals it keeps are its own replacements.
+SANDBOX_DROPS_FILTERS = frozenset({"random"})
+SANDBOX_GLOBALS = frozenset({"cycler", "dict", "joiner", "namespace", "range"})
 REVIEWED_NODES = frozenset(
     {"Add", "And", "Assign", "AssignBlock", "BinExpr", "Block", "Break", "Call", "CallBlock"}
     | {"Compare", "Concat", "CondExpr", "Const", "ContextReference", "Continue"}
@@ -69,3 +78,10 @@ def test_globals_are_the_reviewed_ones() -> None:
 
 def test_node_types_are_the_reviewed_ones() -> None:
     assert _node_classes() == REVIEWED_NODES, HINT
+
+
+def test_the_sandbox_offers_only_reviewed_names() -> None:
+    env = Sandbox()
+    assert set(env.filters) == REVIEWED_FILTERS - SANDBOX_DROPS_FILTERS, "unreviewed filter"
+    assert set(env.tests) == REVIEWED_TESTS, "unreviewed test"
+    assert set(env.globals) == SANDBOX_GLOBALS, "unreviewed global"
