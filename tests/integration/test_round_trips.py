@@ -76,8 +76,7 @@ def test_execute_and_pure_step_round_trips(
     with pg, redis:
         db_url, cache_url = _proxied(private_pg_url, redis_url, pg, redis)
         settings = make_settings(db_url, tmp_path, redis_url=cache_url)
-        with LiveServer.api(settings) as server:
-            api = RestApi(server.base_url)
+        with LiveServer.api(settings) as server, RestApi(server.base_url) as api:
             auth = api.register("RoundTrips", unique_email("rt"), "correct horse battery", "R")
             token = auth["token"]
             workflow = api.create_workflow(token, name="Pure", definition=PURE)
@@ -134,8 +133,7 @@ def test_one_delivery_runs_the_steps_it_makes_ready(
     with pg, redis, serve_app(recorder.app) as sink_url:
         db_url, cache_url = _proxied(private_pg_url, redis_url, pg, redis)
         settings = make_settings(db_url, tmp_path, redis_url=cache_url)
-        with LiveServer.api(settings) as server:
-            api = RestApi(server.base_url)
+        with LiveServer.api(settings) as server, RestApi(server.base_url) as api:
             auth = api.register("Chain", unique_email("chain"), "correct horse battery", "C")
             token = auth["token"]
             workflow = api.create_workflow(token, name="Http", definition=_http_chain(sink_url))

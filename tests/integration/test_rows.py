@@ -31,8 +31,7 @@ TWO = {
 
 
 def _started_run(settings: Settings) -> tuple[uuid.UUID, uuid.UUID]:
-    with LiveServer.api(settings) as server:
-        api = RestApi(server.base_url)
+    with LiveServer.api(settings) as server, RestApi(server.base_url) as api:
         auth = api.register("Rows", unique_email("rows"), "correct horse battery", "R")
         workflow = api.create_workflow(auth["token"], name="Two", definition=TWO)
         run = api.execute(auth["token"], workflow["id"])  # no worker: the steps stay PENDING
