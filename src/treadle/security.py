@@ -1,4 +1,8 @@
-"""Password hashing (argon2 via libpass) and JWT (HS256 only)."""
+"""Password hashing (argon2 via libpass) and JWT (HS256 only).
+
+pyjwt and libpass are imported on first use: a worker process builds a ``TokenCodec`` and a
+``PasswordHasher`` with its resources but never signs, verifies or hashes anything.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +13,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
-
-import jwt
-from passlib.context import CryptContext
+from typing import TYPE_CHECKING, Final
 
 from treadle.errors import UnauthenticatedError
+
+if TYPE_CHECKING:
+    from passlib.context import CryptContext
 
 ALGORITHM: Final = "HS256"
 REQUIRED_CLAIMS: Final = ["sub", "tid", "role", "iat", "exp"]
@@ -43,16 +47,20 @@ class PasswordHasher:
     """argon2id through libpass's CryptContext; hashing runs off the event loop."""
 
     def __init__(self, *, memory_cost: int = 65536, time_cost: int = 3, parallelism: int = 4):
-        self._context = CryptContext(
-            schemes=["argon2"],
-            argon2__type="ID",
-            argon2__memory_cost=memory_cost,
-            argon2__rounds=time_cost,
-            argon2__parallelism=parallelism,
-        )
+        self._params = {"memory_cost": memory_cost, "rounds": time_cost, "parallelism": parallelism}
+        self._crypt: CryptContext | None = None
         # Verified when the email is unknown, so a miss costs as long as a wrong password. Made
         # on first use: workers never verify passwords and should not pay 64 MiB at start.
         self._dummy: str | None = None
+
+    @property
+    def _context(self) -> CryptContext:
+        if self._crypt is None:
+            from passlib.context import CryptContext
+
+            options = {f"argon2__{name}": value for name, value in self._params.items()}
+            self._crypt = CryptContext(schemes=["argon2"], argon2__type="ID", **options)
+        return self._crypt
 
     async def hash(self, password: str) -> str:
         return await asyncio.to_thread(self._context.hash, password)
@@ -77,6 +85,8 @@ class TokenCodec:
         self._ttl = ttl_seconds
 
     def issue(self, actor: Actor, *, now: float | None = None) -> str:
+        import jwt
+
         issued = int(now if now is not None else time.time())
         claims = {
             "sub": str(actor.user_id),
@@ -95,6 +105,8 @@ class TokenCodec:
 
     def verify(self, token: str) -> Actor:
         """Return the token's actor, or raise UnauthenticatedError (one message for all causes)."""
+        import jwt
+
         try:
             claims = jwt.decode(
                 token,
