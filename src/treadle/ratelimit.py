@@ -67,11 +67,12 @@ class RateLimiter:
     def build(cls, settings: Settings, redis: Redis | None, *, lazy: bool = False) -> RateLimiter:
         """Counters in Redis (sharing the process's pool) when there is one, else in memory.
 
-        Unless ``lazy``, the limits are parsed now, so a bad setting fails at start.
+        Unless ``lazy``, the limits are parsed (so a bad setting fails at start) and the
+        library is loaded now rather than during the first request.
         """
         limiter = cls(settings, redis)
         if not lazy:
-            _ = limiter.limits
+            _ = limiter.limits, limiter._strategy
         return limiter
 
     @property
