@@ -90,7 +90,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="a Redis database the benchmark may flush",
     )
     parser.add_argument(
-        "--observe", choices=["sse", "poll"], default="sse", help="how a run's end is seen"
+        "--observe",
+        choices=["feed", "sse", "poll"],
+        default="feed",
+        help="how a run's end is seen: the tenant's WS /ws feed, a per-run SSE stream, polling",
     )
     parser.add_argument("--no-floor", action="store_true", help="skip the floor measurements")
     parser.add_argument(

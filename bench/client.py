@@ -11,6 +11,8 @@ from typing import Any, Final
 
 import httpx
 
+from bench.feed import RunFeed
+
 TERMINAL: Final = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 TERMINAL_EVENTS: Final = frozenset({"RUN_COMPLETED", "RUN_FAILED", "RUN_CANCELLED", "error"})
 
@@ -39,15 +41,19 @@ def parse_time(value: str) -> float:
 
 
 class Api:
-    """REST calls the workloads need. ``observe``: how a run's end is seen, ``sse`` or ``poll``."""
+    """REST calls the workloads need. ``observe``: how a run's end is seen, ``feed`` (the
+    tenant's ``WS /ws``, see ``bench.feed``), ``sse`` or ``poll``."""
 
-    def __init__(self, base_url: str, *, observe: str = "sse", poll_interval: float = 0.002):
+    def __init__(self, base_url: str, *, observe: str = "feed", poll_interval: float = 0.002):
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         self.http = httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits)
         self.observe = observe
         self.poll_interval = poll_interval
+        self.feed: RunFeed | None = None
 
     async def aclose(self) -> None:
+        if self.feed is not None:
+            self.feed.close()
         await self.http.aclose()
 
     async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -88,9 +94,13 @@ class Api:
 
     async def run_once(self, workflow_id: str, value: Any = None) -> Finished:
         """Execute a run and wait for its end as the client sees it."""
+        if self.observe == "feed" and self.feed is None:
+            self.feed = await self._open_feed()
         started = time.perf_counter()
         run = await self.execute(workflow_id, value)
-        if self.observe == "sse":
+        if self.feed is not None:
+            status = await self.feed.wait(run["id"], self._status_if_ended)
+        elif self.observe == "sse":
             status = await self._follow(run["id"])
         else:
             status = await self._poll(run["id"])
@@ -112,6 +122,16 @@ class Api:
                     if event in TERMINAL_EVENTS:
                         return event.removeprefix("RUN_") if event != "error" else "STREAM_ERROR"
         return "STREAM_ENDED"
+
+    async def _open_feed(self) -> RunFeed:
+        feed = RunFeed()
+        token = self.http.headers["Authorization"].removeprefix("Bearer ")
+        await feed.open(str(self.http.base_url), token)
+        return feed
+
+    async def _status_if_ended(self, run_id: str) -> str | None:
+        status = (await self.get_run(run_id))["status"]
+        return str(status) if status in TERMINAL else None
 
     async def _poll(self, run_id: str) -> str:
         while True:

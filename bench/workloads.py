@@ -1,8 +1,9 @@
 """Workloads W1-W5 against a running Treadle API (and its workers), over HTTP.
 
-How the end of a run is seen (``Api.observe``): by default the client follows the run's SSE
-stream (``GET /api/runs/:id/stream?afterSeq=0``, stored events then live ones) and stops at
-``RUN_COMPLETED``; ``--observe poll`` polls ``GET /api/runs/:id`` every 2 ms instead. W3 does
+How the end of a run is seen (``Api.observe``): by default the client watches the tenant's run
+feed (``WS /ws``, one socket for all runs; see ``bench.feed``) for the run's ``RUN_COMPLETED``;
+``--observe sse`` follows the run's SSE stream (``GET /api/runs/:id/stream?afterSeq=0``) and
+``--observe poll`` polls ``GET /api/runs/:id`` every 2 ms instead. W3 does
 not follow 300 streams: it polls the COMPLETED count of its workflow every 50 ms and takes the
 end time from the runs' ``finishedAt`` (written by the worker on this same machine's clock).
 """

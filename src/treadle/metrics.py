@@ -1,9 +1,12 @@
 """Prometheus metrics: built by each entry point, passed down in ``Resources``.
 
 Invariants:
-- Importing this module builds nothing: no registry, no metric, no thread. ``Metrics()`` is
-  called by ``create_app`` and by the worker's ``create_broker`` (``open_resources`` builds a
-  private one when none is given, e.g. for ``treadle seed``).
+- Importing this module builds nothing: no registry, no metric, no thread, and it does not
+  import prometheus_client (``Metrics()`` does). ``Metrics()`` is called by ``create_app`` and
+  by the worker's ``create_broker`` when the worker's values are served (a metrics port, or a
+  PROMETHEUS_MULTIPROC_DIR); a worker without one gets ``Metrics.disabled()``, which records
+  nothing and never loads prometheus_client. ``open_resources`` builds a private registry when
+  none is given, e.g. for ``treadle seed``.
 - Labels are low-cardinality: ``tenant`` (the tenant id), step ``type``, run/step ``status``
   and an attempt's ``outcome``. Never a run id, step id, node id or error message.
 - Run and step counters are derived from the events a transaction committed (``observe_events``
@@ -19,15 +22,14 @@ import functools
 import hmac
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import ParamSpec, Protocol
-
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector
-from prometheus_client.registry import Collector
+from typing import TYPE_CHECKING, ClassVar, ParamSpec, Protocol
 
 from treadle.engine.json import JSON
 from treadle.errors import NotFoundError, UnauthenticatedError
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.registry import Collector
 
 
 class EventView(Protocol):
@@ -73,6 +75,9 @@ def check_metrics_token(token: str | None, production: bool, authorization: str 
 
 def render_multiprocess(path: str, extra: Sequence[Collector] = ()) -> bytes:
     """The sum over every process that wrote to the multiprocess directory ``path``."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
     registry = CollectorRegistry()
     MultiProcessCollector(registry, path=path)  # type: ignore[no-untyped-call]
     for collector in extra:
@@ -94,30 +99,37 @@ def _never_raises(method: Callable[P, None]) -> Callable[P, None]:
     return safe
 
 
-class _SubscriberCollector(Collector):
+def _subscriber_collector(count: Callable[[], int]) -> Collector:
     """Live subscriptions of this API process, read from the event bus at scrape time."""
+    from prometheus_client.core import GaugeMetricFamily, Metric
+    from prometheus_client.registry import Collector
 
-    def __init__(self, count: Callable[[], int]) -> None:
-        self.count = count
+    class SubscriberCollector(Collector):
+        def collect(self) -> Iterator[Metric]:
+            gauge = GaugeMetricFamily(
+                "treadle_live_subscribers", "Live run-event subscriptions (GraphQL and SSE) here"
+            )
+            gauge.add_metric([], float(count()))
+            yield gauge
 
-    def collect(self) -> Iterator[Metric]:
-        gauge = GaugeMetricFamily(
-            "treadle_live_subscribers", "Live run-event subscriptions (GraphQL and SSE) here"
-        )
-        gauge.add_metric([], float(self.count()))
-        yield gauge
+    return SubscriberCollector()
 
 
 class Metrics:
     """Every Treadle metric, on one registry (or a multiprocess directory)."""
 
+    enabled: ClassVar[bool] = True
+
     def __init__(
         self, registry: CollectorRegistry | None = None, *, multiprocess_dir: str | None = None
     ) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
         self.registry = registry if registry is not None else CollectorRegistry()
         self.multiprocess_dir = multiprocess_dir
         self._extra: list[Collector] = []
-        self._subscribers: _SubscriberCollector | None = None
+        self._subscribers: Collector | None = None
+        self._count_subscribers: Callable[[], int] = lambda: 0
         reg = self.registry
         self.runs_started = Counter(
             "treadle_runs_started", "Runs started (executed)", ["tenant"], registry=reg
@@ -161,14 +173,20 @@ class Metrics:
             registry=reg,
         )
 
+    @classmethod
+    def disabled(cls) -> Metrics:
+        """Metrics that record nothing and never import prometheus_client: for a worker whose
+        values nobody could read (no metrics port), which should not pay their memory."""
+        return _DisabledMetrics()
+
     def watch_subscribers(self, count: Callable[[], int]) -> None:
         """Report ``count()`` as the live-subscriber gauge (the API's event bus); a second
         call (the app's lifespan run again) replaces the source rather than adding a gauge."""
+        self._count_subscribers = count
         if self._subscribers is None:
-            self._subscribers = _SubscriberCollector(count)
+            self._subscribers = _subscriber_collector(lambda: self._count_subscribers())
             self._extra.append(self._subscribers)
             self.registry.register(self._subscribers)
-        self._subscribers.count = count
 
     @_never_raises
     def observe_events(
@@ -211,5 +229,33 @@ class Metrics:
         """The Prometheus text exposition of this process (or of every process sharing the
         multiprocess directory)."""
         if self.multiprocess_dir is None:
+            from prometheus_client import generate_latest
+
             return generate_latest(self.registry)
         return render_multiprocess(self.multiprocess_dir, self._extra)
+
+
+class _DisabledMetrics(Metrics):
+    """``Metrics.disabled()``: every method a no-op; no registry, no prometheus_client."""
+
+    enabled: ClassVar[bool] = False
+
+    def __init__(self) -> None:  # no super().__init__(): that builds the registry
+        self.multiprocess_dir = None
+
+    def watch_subscribers(self, count: Callable[[], int]) -> None:
+        return None
+
+    def observe_events(
+        self, tenant_id: object, events: Sequence[EventView], step_types: Mapping[str, str]
+    ) -> None:
+        return None
+
+    def observe_attempt(self, step_type: str, outcome: str, seconds: float) -> None:
+        return None
+
+    def observe_lag(self, step_type: str, seconds: float) -> None:
+        return None
+
+    def render(self) -> bytes:
+        return b""

@@ -2,6 +2,9 @@
 
 Each limit is a setting such as ``10/minute``; an empty value turns that limit off. A caller over
 a limit gets ``RATE_LIMITED`` with ``Retry-After``; the request does nothing else.
+
+The ``limits`` library is imported when a limit is first needed (the API parses them at start,
+so a bad setting still stops it there): a worker never counts a hit and does not load it.
 """
 
 from __future__ import annotations
@@ -10,16 +13,18 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from limits import RateLimitItem, parse
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
-from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from treadle.errors import RateLimitedError
 from treadle.settings import Settings
+
+if TYPE_CHECKING:
+    from limits import RateLimitItem
+    from limits.aio.storage import Storage
+    from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
 KEY_PREFIX: Final = "treadle:limits"
 logger = logging.getLogger(__name__)
@@ -35,6 +40,8 @@ class Limits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Limits:
+        from limits import parse
+
         def item(value: str) -> RateLimitItem | None:
             return parse(value) if value.strip() else None
 
@@ -50,25 +57,48 @@ class Limits:
 class RateLimiter:
     """Counts hits per (limit name, key) in a sliding window."""
 
-    def __init__(self, limits: Limits, storage: Storage) -> None:
-        self.limits = limits
-        self._storage = storage
-        self._strategy = SlidingWindowCounterRateLimiter(storage)
+    def __init__(self, settings: Settings, redis: Redis | None) -> None:
+        self._settings = settings
+        self._redis = redis
+        self._limits: Limits | None = None
+        self._strategy_: SlidingWindowCounterRateLimiter | None = None
 
     @classmethod
-    def build(cls, settings: Settings, redis: Redis | None) -> RateLimiter:
-        """Counters in Redis (sharing the process's pool) when there is one, else in memory."""
-        storage: Storage
-        if settings.redis_url and redis is not None:
-            storage = RedisStorage(
-                "async+" + settings.redis_url,
-                implementation="redispy",
-                key_prefix=KEY_PREFIX,
-                connection_pool=redis.connection_pool,  # type: ignore[arg-type] # typed too narrowly upstream
-            )
-        else:
-            storage = MemoryStorage()
-        return cls(Limits.from_settings(settings), storage)
+    def build(cls, settings: Settings, redis: Redis | None, *, lazy: bool = False) -> RateLimiter:
+        """Counters in Redis (sharing the process's pool) when there is one, else in memory.
+
+        Unless ``lazy``, the limits are parsed (so a bad setting fails at start) and the
+        library is loaded now rather than during the first request.
+        """
+        limiter = cls(settings, redis)
+        if not lazy:
+            _ = limiter.limits, limiter._strategy
+        return limiter
+
+    @property
+    def limits(self) -> Limits:
+        if self._limits is None:
+            self._limits = Limits.from_settings(self._settings)
+        return self._limits
+
+    @property
+    def _strategy(self) -> SlidingWindowCounterRateLimiter:
+        if self._strategy_ is None:
+            from limits.aio.storage import MemoryStorage, RedisStorage
+            from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+            storage: Storage
+            if self._settings.redis_url and self._redis is not None:
+                storage = RedisStorage(
+                    "async+" + self._settings.redis_url,
+                    implementation="redispy",
+                    key_prefix=KEY_PREFIX,
+                    connection_pool=self._redis.connection_pool,  # type: ignore[arg-type] # typed too narrowly upstream
+                )
+            else:
+                storage = MemoryStorage()
+            self._strategy_ = SlidingWindowCounterRateLimiter(storage)
+        return self._strategy_
 
     async def hit(self, item: RateLimitItem | None, name: str, key: str) -> None:
         """Count one hit; raise RateLimitedError when ``key`` is over ``item``."""

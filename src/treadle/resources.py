@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 
-import httpx
 from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 from taskiq import AsyncBroker
@@ -16,10 +15,11 @@ from treadle.ai import build_model_client
 from treadle.db import SessionMaker, build_engine, build_sessionmaker
 from treadle.engine.ai import ModelClient
 from treadle.engine.dagcache import DagCache
-from treadle.engine.steps import StepRegistry, build_registry
+from treadle.engine.steps import HttpClient, StepRegistry, build_registry
 from treadle.engine.template import TemplateEngine
 from treadle.metrics import Metrics
-from treadle.net.egress import EgressPolicy, build_http_client
+from treadle.net.address import EgressPolicy
+from treadle.net.lazy import LazyHttpClient
 from treadle.pubsub import EventBus, MemoryEventBus, RedisEventBus
 from treadle.queue import LocalTimers, StepQueue, TaskiqStepQueue
 from treadle.ratelimit import RateLimiter
@@ -39,7 +39,7 @@ class Resources:
     registry: StepRegistry
     dags: DagCache
     templates: TemplateEngine
-    http: httpx.AsyncClient
+    http: HttpClient
     model: ModelClient
     hasher: PasswordHasher
     tokens: TokenCodec
@@ -94,7 +94,8 @@ async def open_resources(
             await broker.startup()
             stack.push_async_callback(broker.shutdown)
         registry = build_registry()
-        http = build_http_client(EgressPolicy.from_setting(settings.treadle_egress_allow))
+        # Built on a step's first request: a worker that never calls out never loads httpx.
+        http = LazyHttpClient.guarded(EgressPolicy.from_setting(settings.treadle_egress_allow))
         stack.push_async_callback(http.aclose)
         model = build_model_client(settings.openai_api_key, settings.openai_base_url)
         stack.push_async_callback(model.aclose)
@@ -122,7 +123,8 @@ async def open_resources(
             ),
             tokens=TokenCodec(settings.resolve_jwt_secret(), settings.jwt_ttl_seconds),
             timers=timers,
-            limiter=RateLimiter.build(settings, redis),
+            # A worker counts no hits: it does not load the `limits` library at all.
+            limiter=RateLimiter.build(settings, redis, lazy=broker.is_worker_process),
             identities=IdentityCache(settings.treadle_auth_cache_seconds),
             metrics=metrics if metrics is not None else Metrics(),
         )

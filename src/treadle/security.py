@@ -1,20 +1,25 @@
-"""Password hashing (argon2 via libpass) and JWT (HS256 only)."""
+"""Password hashing (argon2 via libpass) and JWT (HS256 only).
+
+pyjwt and libpass are imported on first use: a worker process builds a ``TokenCodec`` and a
+``PasswordHasher`` with its resources but never signs, verifies or hashes anything.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Final
-
-import jwt
-from passlib.context import CryptContext
+from typing import TYPE_CHECKING, Final
 
 from treadle.errors import UnauthenticatedError
+
+if TYPE_CHECKING:
+    from passlib.context import CryptContext
 
 ALGORITHM: Final = "HS256"
 REQUIRED_CLAIMS: Final = ["sub", "tid", "role", "iat", "exp"]
@@ -43,16 +48,20 @@ class PasswordHasher:
     """argon2id through libpass's CryptContext; hashing runs off the event loop."""
 
     def __init__(self, *, memory_cost: int = 65536, time_cost: int = 3, parallelism: int = 4):
-        self._context = CryptContext(
-            schemes=["argon2"],
-            argon2__type="ID",
-            argon2__memory_cost=memory_cost,
-            argon2__rounds=time_cost,
-            argon2__parallelism=parallelism,
-        )
+        self._params = {"memory_cost": memory_cost, "rounds": time_cost, "parallelism": parallelism}
+        self._crypt: CryptContext | None = None
         # Verified when the email is unknown, so a miss costs as long as a wrong password. Made
         # on first use: workers never verify passwords and should not pay 64 MiB at start.
         self._dummy: str | None = None
+
+    @property
+    def _context(self) -> CryptContext:
+        if self._crypt is None:
+            from passlib.context import CryptContext
+
+            options = {f"argon2__{name}": value for name, value in self._params.items()}
+            self._crypt = CryptContext(schemes=["argon2"], argon2__type="ID", **options)
+        return self._crypt
 
     async def hash(self, password: str) -> str:
         return await asyncio.to_thread(self._context.hash, password)
@@ -70,13 +79,28 @@ class PasswordHasher:
 
 
 class TokenCodec:
-    """Issues and verifies HS256 JWTs carrying ``sub``, ``tid``, ``role``, ``iat``, ``exp``."""
+    """Issues and verifies HS256 JWTs carrying ``sub``, ``tid``, ``role``, ``iat``, ``exp``.
 
-    def __init__(self, secret: str, ttl_seconds: int) -> None:
+    A verified token's actor is remembered (by the token's SHA-256, bounded LRU) until the
+    token expires: a client sends the same token on every request, and decoding it again
+    (base64, JSON, HMAC, claim checks) was a few percent of an execute request's CPU. Whether
+    the user still exists and with which role is checked per request all the same
+    (``services.identity``); only the signature and claim checks are not repeated.
+    """
+
+    def __init__(self, secret: str, ttl_seconds: int, *, cache_size: int = 4096) -> None:
         self._secret = secret
         self._ttl = ttl_seconds
+        self._cache_size = cache_size
+        self._verified: OrderedDict[bytes, Actor] = OrderedDict()
+
+    def __len__(self) -> int:
+        """How many verified tokens are remembered."""
+        return len(self._verified)
 
     def issue(self, actor: Actor, *, now: float | None = None) -> str:
+        import jwt
+
         issued = int(now if now is not None else time.time())
         claims = {
             "sub": str(actor.user_id),
@@ -95,6 +119,22 @@ class TokenCodec:
 
     def verify(self, token: str) -> Actor:
         """Return the token's actor, or raise UnauthenticatedError (one message for all causes)."""
+        key = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        actor = self._verified.get(key)
+        if actor is not None and not actor.expired():
+            self._verified.move_to_end(key)
+            return actor
+        self._verified.pop(key, None)
+        actor = self._decode(token)
+        if self._cache_size > 0:
+            self._verified[key] = actor
+            if len(self._verified) > self._cache_size:
+                self._verified.popitem(last=False)
+        return actor
+
+    def _decode(self, token: str) -> Actor:
+        import jwt
+
         try:
             claims = jwt.decode(
                 token,

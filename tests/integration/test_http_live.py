@@ -21,7 +21,7 @@ from treadle.engine.steps.http_request import STEP as HTTP_STEP
 from treadle.engine.steps.http_request import Config as HttpConfig
 from treadle.engine.steps.webhook import STEP as WEBHOOK_STEP
 from treadle.engine.steps.webhook import Config as WebhookConfig
-from treadle.net import EgressDeniedError, EgressPolicy, build_http_client
+from treadle.net.egress import EgressDeniedError, EgressPolicy, build_http_client
 
 ONLY_127_0_0_1 = EgressPolicy.from_setting("127.0.0.1")
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

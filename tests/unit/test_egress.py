@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from treadle.engine.steps import PermanentStepError, RetryableStepError
-from treadle.net import (
+from treadle.net.egress import (
     EgressDeniedError,
     EgressPolicy,
     build_http_client,

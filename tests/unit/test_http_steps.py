@@ -24,7 +24,7 @@ from treadle.engine.steps.http_request import HttpRequest
 from treadle.engine.steps.webhook import STEP as WEBHOOK_STEP
 from treadle.engine.steps.webhook import Config as WebhookConfig
 from treadle.engine.steps.webhook import sign
-from treadle.net import EgressDeniedError, EgressPolicy, build_http_client
+from treadle.net.egress import EgressDeniedError, EgressPolicy, build_http_client
 
 
 class StandInTemplates:

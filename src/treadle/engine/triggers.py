@@ -8,7 +8,8 @@ A definition may carry ``"triggers": [...]`` beside ``nodes`` and ``edges``:
 
 Each trigger has an ``id`` (like a node id) that names it within its workflow across updates;
 when absent, the canonical form fills in ``<type><position>`` (``cron1``, ``webhook2``).
-Cron ticks are computed in the trigger's time zone and returned in UTC.
+Cron ticks are computed in the trigger's time zone and returned in UTC. croniter is imported by
+the functions that use it: a worker with no cron trigger to tick never loads it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Annotated, Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, field_validator
 from pydantic.alias_generators import to_camel
 
@@ -44,6 +44,8 @@ class CronTrigger(BaseModel):
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str) -> str:
+        from croniter import croniter
+
         value = " ".join(value.split())
         if len(value.split(" ")) not in (5, 6) or not croniter.is_valid(value):
             raise ValueError(f"{value!r} is not a cron schedule (5 fields, or 6 with seconds last)")
@@ -81,6 +83,8 @@ def with_id(trigger: CronTrigger | WebhookTrigger, position: int) -> CronTrigger
 
 def ticks(schedule: str, timezone: str, after: datetime, until: datetime) -> list[datetime]:
     """The ticks ``t`` with ``after < t <= until``, in UTC, oldest first (at most 1,000)."""
+    from croniter import croniter
+
     zone = ZoneInfo(timezone)
     it = croniter(schedule, after.astimezone(zone))
     found: list[datetime] = []
@@ -94,11 +98,15 @@ def ticks(schedule: str, timezone: str, after: datetime, until: datetime) -> lis
 
 def next_tick(schedule: str, timezone: str, after: datetime) -> datetime:
     """The first tick strictly after ``after``, in UTC."""
+    from croniter import croniter
+
     moment: datetime = croniter(schedule, after.astimezone(ZoneInfo(timezone))).get_next(datetime)
     return moment.astimezone(UTC)
 
 
 def prev_tick(schedule: str, timezone: str, before: datetime) -> datetime:
     """The last tick strictly before ``before``, in UTC."""
+    from croniter import croniter
+
     moment: datetime = croniter(schedule, before.astimezone(ZoneInfo(timezone))).get_prev(datetime)
     return moment.astimezone(UTC)

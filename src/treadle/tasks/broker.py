@@ -108,7 +108,9 @@ def create_broker() -> AsyncBroker:
     broker = build_broker(settings, embedded=False)
     stack = contextlib.AsyncExitStack()
     # Under `treadle worker` with a metrics port, values go to the parent's shared directory.
-    metrics = Metrics(multiprocess_dir=os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    # Without one nobody can read them: record nothing and leave prometheus_client unloaded.
+    shared = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    metrics = Metrics(multiprocess_dir=shared) if shared else Metrics.disabled()
 
     async def on_startup(state: TaskiqState) -> None:
         resources = await stack.enter_async_context(

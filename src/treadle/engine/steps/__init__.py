@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar, Protocol
@@ -64,6 +65,24 @@ class Sleep:
 DeltaSink = Callable[[str], Awaitable[None]]
 
 
+class HttpClient(Protocol):
+    """What step types use of an HTTP client: ``httpx.AsyncClient`` has it, and so has
+    ``treadle.net.lazy.LazyHttpClient`` (which imports httpx only when a step first calls)."""
+
+    def stream(
+        self,
+        method: str,
+        url: httpx.URL,
+        *,
+        headers: Mapping[str, str],
+        timeout: float,
+        json: JSON = None,
+        content: bytes | None = None,
+    ) -> AbstractAsyncContextManager[httpx.Response]: ...
+
+    async def aclose(self) -> None: ...
+
+
 async def _drop_delta(_delta: str) -> None:
     return None
 
@@ -77,7 +96,7 @@ class StepContext:
     node_id: str
     attempt: int
     now: datetime
-    http: httpx.AsyncClient  # sends through the egress guard (see treadle.net.egress)
+    http: HttpClient  # sends through the egress guard (see treadle.net.egress)
     model: ModelClient
     default_model: str
     logger: logging.Logger

@@ -1,7 +1,8 @@
 """``HTTP_REQUEST``: call an HTTP API through the egress-guarded client.
 
 The helpers below (URL, header and status handling, network error mapping) are shared with
-``WEBHOOK`` so both step types follow the same retry rules.
+``WEBHOOK`` so both step types follow the same retry rules. httpx is imported by the helpers
+that need it, when a step first runs: a worker that never calls out does not load it.
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import ClassVar, Final, Literal
+from typing import TYPE_CHECKING, ClassVar, Final, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
 
 from treadle.engine.json import JSON, JSONObject
 from treadle.engine.steps import PermanentStepError, RetryableStepError, StepContext
+
+if TYPE_CHECKING:
+    import httpx
 
 MAX_RESPONSE_BYTES: Final = 1024 * 1024
 # Set by Treadle or by the HTTP layer; a template must not be able to override them.
@@ -93,6 +96,8 @@ def parse_url(value: JSON) -> httpx.URL:
     Raises:
         PermanentStepError: not a string or not an absolute http(s) URL (code ``INVALID_URL``).
     """
+    import httpx
+
     if not isinstance(value, str):
         raise PermanentStepError("url must render to a string", code="INVALID_URL")
     try:
@@ -128,6 +133,8 @@ def as_text(value: JSON) -> str:
 
 
 def _query_params(rendered: JSON) -> httpx.QueryParams:
+    import httpx
+
     params: list[tuple[str, str | int | float | bool | None]] = []
     for name, value in rendered.items() if isinstance(rendered, dict) else ():
         values = value if isinstance(value, list) else [value]
@@ -138,6 +145,8 @@ def _query_params(rendered: JSON) -> httpx.QueryParams:
 @contextmanager
 def network_errors(host: str) -> Iterator[None]:
     """Translate httpx failures into step errors that say whether to retry."""
+    import httpx
+
     try:
         yield
     except (httpx.TimeoutException, TimeoutError) as exc:
