@@ -45,7 +45,9 @@ class Api:
     tenant's ``WS /ws``, see ``bench.feed``), ``sse`` or ``poll``."""
 
     def __init__(self, base_url: str, *, observe: str = "feed", poll_interval: float = 0.002):
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        # Idle connections are dropped before uvicorn's 5 s keep-alive ends them: reusing one
+        # the server is closing at that moment fails the request with a ReadError.
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64, keepalive_expiry=2)
         self.http = httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits)
         self.observe = observe
         self.poll_interval = poll_interval
