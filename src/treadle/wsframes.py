@@ -14,13 +14,20 @@ Invariants:
   the caller takes the ASGI path, which waits for the socket to drain (so a slow reader still
   backs up into its own bounded buffer, never into memory here).
 - Frames are unmasked, unfragmented, uncompressed text frames (RSV bits clear), which a
-  client must accept whatever extensions were negotiated (RFC 6455 5.1, RFC 7692 6). Each
-  ``write`` is one whole frame, so frames never interleave with the protocol's own writes.
+  client must accept whatever extensions were negotiated (RFC 6455 5.1, RFC 7692 6).
+- Writes are coalesced: frames accepted during one turn of the event loop go out in one
+  ``transport.write`` per socket at the start of the next turn (one callback for all sockets).
+  While a socket has frames waiting, later frames join them, so one socket's frames keep their
+  order; a caller about to send through ASGI on the same socket calls ``flush`` first. Frames
+  still waiting when the socket closes are dropped with it. Under load, while one batch is
+  being written, the next messages pile up and leave together: fewer writes per delivery.
 """
 
 from __future__ import annotations
 
+import asyncio
 import struct
+import weakref
 from typing import TYPE_CHECKING, Any, Final
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -65,25 +72,74 @@ class FramesMiddleware:
 class FrameWriter:
     """Writes whole frames to one socket's transport while it is open and not paused."""
 
-    __slots__ = ("_protocol",)
+    __slots__ = ("_flusher", "_pending", "_protocol")
 
-    def __init__(self, protocol: Any) -> None:
+    def __init__(self, protocol: Any, flusher: _Flusher) -> None:
         self._protocol = protocol
+        self._flusher = flusher
+        self._pending: list[bytes] | None = None
 
-    def write(self, frame: bytes) -> bool:
+    def open(self) -> bool:
         protocol = self._protocol
-        if (
+        return not (
             protocol.close_sent
             or protocol.disconnected
             or protocol.conn.state is not State.OPEN
-            or not protocol.writable.is_set()
-        ):
+            or protocol.transport.is_closing()
+        )
+
+    def write(self, frame: bytes) -> bool:
+        """Accept ``frame`` for this turn's write; False (nothing done): use ASGI."""
+        pending = self._pending
+        if pending is not None:
+            pending.append(frame)  # after the frames already waiting: order kept
+            return True
+        if not self._protocol.writable.is_set() or not self.open():
             return False
-        transport = protocol.transport
-        if transport.is_closing():
-            return False
-        transport.write(frame)
+        self._pending = [frame]
+        self._flusher.add(self)
         return True
+
+    def flush(self) -> None:
+        """Write the waiting frames now (before anything else is sent on this socket)."""
+        pending = self._pending
+        if pending is None:
+            return
+        self._pending = None
+        if self.open():
+            data = pending[0] if len(pending) == 1 else b"".join(pending)
+            self._protocol.transport.write(data)
+
+
+class _Flusher:
+    """One per event loop: flushes every writer with waiting frames, in one callback."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._writers: list[FrameWriter] = []
+
+    def add(self, writer: FrameWriter) -> None:
+        if not self._writers:
+            self._loop.call_soon(self._flush)
+        self._writers.append(writer)
+
+    def _flush(self) -> None:
+        writers, self._writers = self._writers, []
+        for writer in writers:
+            writer.flush()
+
+
+_FLUSHERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _flusher() -> _Flusher:
+    loop = asyncio.get_running_loop()
+    flusher = _FLUSHERS.get(loop)
+    if flusher is None:
+        flusher = _FLUSHERS[loop] = _Flusher(loop)
+    return flusher
 
 
 def writer_for(websocket: WebSocket) -> FrameWriter | None:
@@ -91,4 +147,4 @@ def writer_for(websocket: WebSocket) -> FrameWriter | None:
     protocol = websocket.scope.get(KEY)
     if protocol is None or not getattr(protocol, "handshake_complete", False):
         return None
-    return FrameWriter(protocol)
+    return FrameWriter(protocol, _flusher())

@@ -299,9 +299,16 @@ class Channel:
     async def next(self, shaped: Shaped) -> None:
         if self.writer is not None and self.writer.write(shaped.frame(self.prefix)):
             return
+        self.flush()
         await self._send_text(self._prefix + shaped.text + "}")
 
+    def flush(self) -> None:
+        """Frames accepted for direct writing go out before anything sent through ASGI."""
+        if self.writer is not None:
+            self.writer.flush()
+
     async def fail(self, error: GraphQLError, mid_stream: bool) -> None:
+        self.flush()
         if mid_stream:
             await self._send_text(
                 self._prefix + json.dumps({"data": None, "errors": [error.formatted]}) + "}"
@@ -311,6 +318,7 @@ class Channel:
             await self.operation.send_initial_errors([error])
 
     async def complete(self) -> None:
+        self.flush()
         await self.operation.send_operation_message({"id": self.operation.id, "type": "complete"})
 
 
