@@ -473,7 +473,9 @@ async def test_a_stalled_subscriber_neither_delays_others_nor_buffers_without_bo
 
         await until(both_attached)
         overflows = bus.stats().overflows
-        await burst(res, owner, run_id, 1000, batch=20, pad=2000)  # 2 MB: more than TCP buffers
+        # 6 MB: more than the socket can absorb (the kernel send buffer grows to 4 MiB here), so
+        # the stalled socket pauses and its bounded buffer overflows, however fast the writes.
+        await burst(res, owner, run_id, 1000, batch=20, pad=6000)
         started = time.monotonic()
         await finish(res, owner, run_id)
         assert_exactly(await healthy, 1001)
