@@ -257,7 +257,8 @@ async def run(
             attached_at, attach_s = time.time(), time.perf_counter() - began
             rss_attached, cpu_attached = rss_mb(pid), cpu_seconds_of(pid)
             await asyncio.wait_for(asyncio.gather(*(s.done.wait() for s in subs)), 300 + hold)
-            busy = _busy(cpu_attached, cpu_seconds_of(pid), time.time() - attached_at)
+            cpu_done = cpu_seconds_of(pid)
+            busy = _busy(cpu_attached, cpu_done, time.time() - attached_at)
         finally:
             for sub in subs:
                 if sub.sock is not None:
@@ -269,8 +270,18 @@ async def run(
     result["hold_s"] = round(hold, 1)
     # The API is one single-threaded process: everything above was served by at most one core.
     result["api_cores_busy"] = busy
+    # The API's CPU from attach to the last ``complete`` (mostly the fan-out) per delivery.
+    result["api_cpu_us_per_delivery"] = _per_delivery(
+        cpu_attached, cpu_done, result["live_deliveries"]
+    )
     result["subscribers_per_api_core"] = subscribers
     return result
+
+
+def _per_delivery(before: float | None, after: float | None, deliveries: int) -> float | None:
+    if before is None or after is None or not deliveries:
+        return None
+    return round((after - before) * 1e6 / deliveries, 2)
 
 
 def _busy(before: float | None, after: float | None, wall_s: float) -> float | None:

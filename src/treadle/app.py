@@ -32,6 +32,7 @@ from treadle.schema.context import TreadleGraphQL
 from treadle.settings import Settings
 from treadle.tasks.broker import open_runtime
 from treadle.tasks.reaper import run_reaper
+from treadle.wsframes import FramesMiddleware
 
 logger = logging.getLogger(__name__)
 DRAIN_SECONDS = 30.0
@@ -129,6 +130,7 @@ def create_app(settings: Settings | None = None, *, embedded_worker: bool = Fals
     if not settings.is_production:
         routes.append(graphiql_assets())
     middleware = [
+        Middleware(FramesMiddleware),  # first: it must see uvicorn's own websocket ``send``
         *_proxies(settings),
         *_cors(settings),
         Middleware(RequestContextMiddleware),

@@ -11,6 +11,10 @@ Invariants:
 - Redis: one pub/sub connection per process, fanned out in memory. Messages sent while that
   connection was down are gone, so after a reconnect (a read error, or Redis confirming a
   channel a second time) the subscriptions are told to resync.
+- A subscription whose consumer is parked on an empty buffer may take a message ``inline``: the
+  bus hands it over in the same call that received it (no task switch, no queue). When the
+  consumer cannot take it (returns False), it goes to the buffer, and ``inline`` stays off
+  until the consumer has emptied the buffer and parked again: order is kept either way.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -70,6 +74,11 @@ class ChannelWatch:
     def __init__(self) -> None:
         self.checked_at = time.monotonic()
 
+    def heard(self) -> None:
+        """A message arrived: the channel is alive, so no check is due for another interval
+        (a missing event shows as a gap in the next one; only a quiet channel needs a look)."""
+        self.checked_at = time.monotonic()
+
     def claim(self, interval: float) -> bool:
         """True (and the check is this caller's) when nobody checked in the last ``interval``."""
         now = time.monotonic()
@@ -88,9 +97,12 @@ class Subscription:
         self.queue: asyncio.Queue[Message] = asyncio.Queue(maxsize=maxsize)
         self.overflowed = False
         self.watch = watch
+        # Set by a consumer parked on an empty buffer: takes a message at once (True) or not.
+        self.inline: Callable[[Message], bool] | None = None
 
     def offer(self, message: Message) -> bool:
         """Buffer ``message``; True when this call overflowed the buffer (message dropped)."""
+        self.inline = None  # the buffer is not empty now: nothing may overtake it
         try:
             self.queue.put_nowait(message)
         except asyncio.QueueFull:
@@ -101,6 +113,7 @@ class Subscription:
 
     def resync(self) -> None:
         """Tell the consumer that messages may have been lost, and wake it."""
+        self.inline = None
         self.overflowed = True
         with contextlib.suppress(asyncio.QueueFull):
             self.queue.put_nowait(RESYNC)
@@ -176,7 +189,14 @@ class _FanoutBus:
                 subscription.resync()
 
     def _deliver(self, channel: str, message: Message) -> None:
-        for subscription in tuple(self._channels.get(channel, ())):
+        subscribers = self._channels.get(channel)
+        if not subscribers:
+            return
+        self._watches[channel].heard()
+        for subscription in tuple(subscribers):
+            inline = subscription.inline
+            if inline is not None and inline(message):
+                continue
             if subscription.offer(message):
                 self._overflows += 1
 

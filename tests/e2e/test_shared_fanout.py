@@ -1,7 +1,9 @@
 """runEvents subscribers of one run share one execution per event and document, on real uvicorn.
 
 The API runs in this process (a uvicorn thread), so counting ``RunEvent.from_item`` (the root
-value built for each execution of the selection set) counts executions.
+value built for each execution of the selection set) counts executions, counting
+``fanout._encode`` counts serialisations, and counting ``fanout.text_frame`` counts the
+websocket frames built for the direct write path.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 from tests.e2e.conftest import Account, register
 from tests.support.client import RestApi
 from tests.support.ws import Collected, GraphQLWs, rest_client
+from treadle.resolvers import fanout
 from treadle.schema.types import RunEvent
 
 SOCKETS = 10
@@ -44,6 +47,31 @@ def executions(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
+@pytest.fixture
+def built(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """How many payloads were serialised and websocket frames built."""
+    counts = {"encoded": 0, "frames": 0, "inline": 0}
+    encode, frame, inline = fanout._encode, fanout.text_frame, fanout.InlineSink.__call__
+
+    def counting_encode(result: Any) -> str:
+        counts["encoded"] += 1
+        return encode(result)
+
+    def counting_frame(payload: bytes) -> bytes:
+        counts["frames"] += 1
+        return frame(payload)
+
+    def counting_inline(self: fanout.InlineSink, item: Any) -> bool:
+        written = inline(self, item)
+        counts["inline"] += written
+        return written
+
+    monkeypatch.setattr(fanout.InlineSink, "__call__", counting_inline)
+    monkeypatch.setattr(fanout, "_encode", counting_encode)
+    monkeypatch.setattr(fanout, "text_frame", counting_frame)
+    return counts
+
+
 def _start(rest: RestApi, account: Account) -> str:
     chain = [{"id": "wait", "type": "DELAY", "config": {"seconds": 2}}]
     chain += [
@@ -57,7 +85,7 @@ def _start(rest: RestApi, account: Account) -> str:
 
 
 async def test_each_event_is_executed_once_per_distinct_document(
-    server: str, rest: RestApi, executions: list[int]
+    server: str, rest: RestApi, executions: list[int], built: dict[str, int]
 ) -> None:
     owner = register(rest, "Shared")
     run_id = _start(rest, owner)
@@ -83,6 +111,11 @@ async def test_each_event_is_executed_once_per_distinct_document(
             assert [event["id"] for event in one.events] == [e["id"] for e in stored]
     # 100 subscribers, 2 documents: each event executed twice in all, not 100 times.
     assert len(executions) == 2 * len(stored)
+    assert built["encoded"] == 2 * len(stored)  # and serialised twice
+    # Frames are built once per document and operation id ("1".."10" on each socket, each id
+    # always with the same document), then written as they are to every socket.
+    assert 0 < built["frames"] <= PER_SOCKET * len(stored)
+    assert built["inline"] > 0  # caught-up subscribers got live events in the bus's call
 
 
 async def test_documents_the_shared_path_does_not_take_still_work(

@@ -34,6 +34,7 @@ from treadle.models import Tenant, Workflow, WorkflowRun
 from treadle.models.base import utcnow
 from treadle.pubsub import RESYNC, MemoryEventBus, RedisEventBus, run_channel
 from treadle.resources import Resources
+from treadle.services import follow as follow_mod
 from treadle.services.events import publish_events
 from treadle.services.follow import follow_events
 from treadle.services.runtxn import load_run_txn
@@ -214,6 +215,89 @@ async def test_follow_resumes_from_the_database_after_overflow(
     assert res.bus.stats().subscriptions == 0
 
 
+async def _parked(follower: AsyncIterator[Any]) -> asyncio.Future[Any]:
+    """Ask ``follower`` for its next item and let it park on the channel."""
+    pending = asyncio.ensure_future(anext(follower))
+    await asyncio.sleep(0.05)
+    assert not pending.done()
+    return pending
+
+
+async def test_a_caught_up_follower_takes_live_events_inline_without_database_reads(
+    local: tuple[Resources, Owner], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    res, owner = local
+    run_id = await bare_run(res, owner)
+    written: list[Any] = []
+
+    def sink(item: Any) -> bool:
+        written.append(getattr(item, "seq", item))
+        return True
+
+    follower = follow_events(res, owner.tenant_id, run_id, 0, sink)
+    await burst(res, owner, run_id, 2)
+    assert [e.seq for e in await take(follower, 2)] == [1, 2]  # history: through the generator
+    pending = await _parked(follower)
+    reads: list[int] = []
+    original = follow_mod._read_page
+
+    async def counted(*args: Any) -> list[EventView]:
+        reads.append(1)
+        return await original(*args)
+
+    monkeypatch.setattr(follow_mod, "_read_page", counted)
+    await burst(res, owner, run_id, 20)  # more than the buffer (4): inline, nothing buffered
+    channel = run_channel(owner.tenant_id, run_id)
+    delta = {"type": "STEP_OUTPUT_DELTA", "runId": str(run_id), "nodeId": "n", "data": {}}
+    await res.bus.publish(channel, delta)
+    await finish(res, owner, run_id)  # the terminal event inline too; then the stream ends
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(pending, 2)
+    assert written == [*range(3, 23), delta, 23]
+    assert reads == []  # no database read per live event
+    assert res.bus.stats().overflows == 0
+    assert res.bus.stats().subscriptions == 0
+
+
+async def test_a_sink_that_declines_hands_over_to_the_generator_in_order(
+    local: tuple[Resources, Owner],
+) -> None:
+    res, owner = local
+    run_id = await bare_run(res, owner)
+    log: list[tuple[str, int]] = []
+    refuse = {4, 9}
+
+    def sink(item: Any) -> bool:
+        if item.seq in refuse:
+            refuse.discard(item.seq)  # like a socket that is paused for a moment
+            return False
+        log.append(("inline", item.seq))
+        return True
+
+    follower = follow_events(res, owner.tenant_id, run_id, 0, sink)
+    await burst(res, owner, run_id, 2)
+    assert [e.seq for e in await take(follower, 2)] == [1, 2]
+    pending = await _parked(follower)
+
+    async def consume() -> None:
+        item = await pending
+        while True:
+            log.append(("yielded", item.seq))
+            try:
+                item = await anext(follower)
+            except StopAsyncIteration:
+                return
+
+    consumer = asyncio.create_task(consume())
+    await burst(res, owner, run_id, 10, batch=3)  # 3..12, three to a transaction
+    await finish(res, owner, run_id)
+    await asyncio.wait_for(consumer, 5)
+    assert [seq for _, seq in log] == list(range(3, 14))  # once each, in order, either way
+    assert ("yielded", 4) in log
+    assert ("yielded", 9) in log
+    assert any(how == "inline" for how, _ in log)
+
+
 async def test_follow_drops_late_deltas_and_ends_at_once_when_finished(
     local: tuple[Resources, Owner],
 ) -> None:
@@ -389,7 +473,9 @@ async def test_a_stalled_subscriber_neither_delays_others_nor_buffers_without_bo
 
         await until(both_attached)
         overflows = bus.stats().overflows
-        await burst(res, owner, run_id, 1000, batch=20, pad=2000)  # 2 MB: more than TCP buffers
+        # 6 MB: more than the socket can absorb (the kernel send buffer grows to 4 MiB here), so
+        # the stalled socket pauses and its bounded buffer overflows, however fast the writes.
+        await burst(res, owner, run_id, 1000, batch=20, pad=6000)
         started = time.monotonic()
         await finish(res, owner, run_id)
         assert_exactly(await healthy, 1001)

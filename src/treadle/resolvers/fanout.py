@@ -12,8 +12,13 @@ Invariants:
   Strawberry unchanged, so its errors read exactly as before.
 - Ordering, replay, gap filling and overflow stay ``services.follow``'s, per subscriber.
 - A ``next`` payload is computed once per (document, run, seq) in this process, serialised
-  once, and kept in a bounded cache; each subscriber splices its operation id in front of that
-  text and writes it. Live-only deltas (no ``seq``) are keyed by the message object they came in.
+  once, and kept in a bounded cache with its websocket frames (one per operation-id prefix);
+  each subscriber writes those bytes. Live-only deltas (no ``seq``) are keyed by the message
+  object they came in.
+- A caught-up subscriber gets live events inline (``services.follow``'s sink): the frame is
+  written to the socket in the call that received the message (``wsframes``), with no task
+  switch per subscriber; a socket that cannot take it now (paused, closing, another server)
+  gets it through the normal path instead. The terminal event goes the same way.
 - Access checks and errors are the resolver's: another tenant's run is NOT_FOUND, the limits are
   RATE_LIMITED, and a token that expires ends the stream with UNAUTHENTICATED, quiet run or not.
 """
@@ -53,6 +58,7 @@ from treadle.security import Actor
 from treadle.services import runs
 from treadle.services.follow import Item, follow_events
 from treadle.services.views import EventView
+from treadle.wsframes import FrameWriter, text_frame, writer_for
 
 if TYPE_CHECKING:
     from treadle.schema.context import GraphQLContext
@@ -73,6 +79,25 @@ class Plan:
     operation_name: str | None
     field: GraphQLField
     node: FieldNode
+
+
+class Shaped:
+    """One event's ``next`` payload for one document: its text, and frames by id prefix."""
+
+    __slots__ = ("data", "frames", "item", "text")
+
+    def __init__(self, item: object, text: str) -> None:
+        self.item = item  # a delta's message (deltas are keyed by identity), else None
+        self.text = text
+        self.data = text.encode()
+        self.frames: dict[bytes, bytes] = {}
+
+    def frame(self, prefix: bytes) -> bytes:
+        """The websocket frame of ``prefix + payload + "}"``, built once per prefix."""
+        frame = self.frames.get(prefix)
+        if frame is None:
+            frame = self.frames[prefix] = text_frame(prefix + self.data + b"}")
+        return frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +158,8 @@ class SharedRunEvents:
         self._schema = schema
         self._limits = limits
         self._plans: OrderedDict[tuple[str, str | None], Plan | None] = OrderedDict()
-        self._payloads: OrderedDict[tuple[Any, ...], tuple[object, str]] = OrderedDict()
+        self._payloads: OrderedDict[tuple[Any, ...], Shaped] = OrderedDict()
+        self._last: tuple[object, str, Shaped] | None = None  # the last item shaped, by identity
         self._access: OrderedDict[tuple[uuid.UUID, str], uuid.UUID] = OrderedDict()
         self.executions = 0  # selection sets executed (for tests and stats)
 
@@ -172,8 +198,9 @@ class SharedRunEvents:
         if executor is None:
             return False
         socket = handler.context.request
+        channel = Channel(operation, socket.send_text, writer_for(socket))
         try:
-            await serve(self, plan, executor, handler.context, Channel(operation, socket.send_text))
+            await serve(self, plan, executor, handler.context, channel)
         except Exception:
             # The socket went away mid-write: the handler's shutdown cleans up the rest.
             logger.debug("shared runEvents operation ended early", exc_info=True)
@@ -198,27 +225,57 @@ class SharedRunEvents:
             self._access.popitem(last=False)
         return run.id
 
-    async def payload(self, plan: Plan, executor: Executor[Any], item: Item) -> str:
-        """The serialised ``next`` payload of ``item`` for ``plan``; executed once per event."""
+    def shaped_now(self, plan: Plan, executor: Executor[Any], item: Item) -> Shaped | None:
+        """The shaped ``next`` payload of ``item`` for ``plan``, executed once per event; None
+        when executing it would need to await (the caller then uses ``payload``)."""
+        last = self._last
+        if last is not None and last[0] is item and last[1] == plan.key:
+            return last[2]
+        key, hit = self._cached(plan, item)
+        if hit is not None:
+            self._last = (item, plan.key, hit)
+            return hit
+        result = self._execute(executor, item)
+        if isinstance(result, Awaitable):
+            with contextlib.suppress(Exception):
+                result.close()  # type: ignore[attr-defined]  # a coroutine: never awaited
+            return None
+        return self._keep(key, item, result)
+
+    async def payload(self, plan: Plan, executor: Executor[Any], item: Item) -> Shaped:
+        """The shaped ``next`` payload of ``item`` for ``plan``; executed once per event."""
+        key, hit = self._cached(plan, item)
+        if hit is not None:
+            return hit
+        result = self._execute(executor, item)
+        if isinstance(result, Awaitable):
+            result = await result
+        return self._keep(key, item, result)
+
+    def _cached(self, plan: Plan, item: Item) -> tuple[tuple[Any, ...], Shaped | None]:
         if isinstance(item, EventView):
             key: tuple[Any, ...] = (plan.key, item.run_id, item.seq)
         else:
             key = (plan.key, None, id(item))
         hit = self._payloads.get(key)
-        if hit is not None and (isinstance(item, EventView) or hit[0] is item):
+        if hit is not None and (isinstance(item, EventView) or hit.item is item):
             self._payloads.move_to_end(key)
-            return hit[1]
+            return key, hit
+        return key, None
+
+    def _execute(self, executor: Executor[Any], item: Item) -> Any:
         self.executions += 1
-        result = execute_subscription_event(
+        return execute_subscription_event(
             executor.build_per_event_executor(RunEvent.from_item(item))
         )
-        if isinstance(result, Awaitable):
-            result = await result
-        text = _encode(result)
-        self._payloads[key] = (None if isinstance(item, EventView) else item, text)
+
+    def _keep(self, key: tuple[Any, ...], item: Item, result: ExecutionResult) -> Shaped:
+        shaped = Shaped(None if isinstance(item, EventView) else item, _encode(result))
+        self._payloads[key] = shaped
         if len(self._payloads) > PAYLOADS:
             self._payloads.popitem(last=False)
-        return text
+        self._last = None
+        return shaped
 
 
 def _encode(result: ExecutionResult) -> str:
@@ -229,25 +286,67 @@ def _encode(result: ExecutionResult) -> str:
 
 
 class Channel:
-    """The socket side of one operation: frames written as text, with its id spliced in."""
+    """The socket side of one operation: frames with its id spliced in, written directly
+    (``wsframes``) when the socket allows, else sent as text through ASGI."""
 
-    def __init__(self, operation: Any, send_text: Any) -> None:
+    def __init__(self, operation: Any, send_text: Any, writer: FrameWriter | None) -> None:
         self.operation = operation
         self._send_text = send_text
+        self.writer = writer
         self._prefix = '{"id":' + json.dumps(str(operation.id)) + ',"type":"next","payload":'
+        self.prefix = self._prefix.encode()
 
-    async def next(self, payload: str) -> None:
-        await self._send_text(self._prefix + payload + "}")
+    async def next(self, shaped: Shaped) -> None:
+        if self.writer is not None and self.writer.write(shaped.frame(self.prefix)):
+            return
+        self.flush()
+        await self._send_text(self._prefix + shaped.text + "}")
+
+    def flush(self) -> None:
+        """Frames accepted for direct writing go out before anything sent through ASGI."""
+        if self.writer is not None:
+            self.writer.flush()
 
     async def fail(self, error: GraphQLError, mid_stream: bool) -> None:
+        self.flush()
         if mid_stream:
-            await self.next(json.dumps({"data": None, "errors": [error.formatted]}))
+            await self._send_text(
+                self._prefix + json.dumps({"data": None, "errors": [error.formatted]}) + "}"
+            )
             await self.complete()
         else:
             await self.operation.send_initial_errors([error])
 
     async def complete(self) -> None:
+        self.flush()
         await self.operation.send_operation_message({"id": self.operation.id, "type": "complete"})
+
+
+class InlineSink:
+    """``services.follow``'s sink for one operation: shape (cached) and write, or decline."""
+
+    __slots__ = ("channel", "deadline", "executor", "loop", "plan", "shared", "writer")
+
+    def __init__(
+        self,
+        shared: SharedRunEvents,
+        plan: Plan,
+        executor: Executor[Any],
+        channel: Channel,
+        writer: FrameWriter,
+        deadline: float | None,
+    ) -> None:
+        self.shared, self.plan, self.executor = shared, plan, executor
+        self.channel, self.writer, self.deadline = channel, writer, deadline
+        self.loop = asyncio.get_running_loop()
+
+    def __call__(self, item: Item) -> bool:
+        if self.channel.operation.completed:
+            return False
+        if self.deadline is not None and self.loop.time() >= self.deadline:
+            return False  # the stream's own timer ends it UNAUTHENTICATED
+        shaped = self.shared.shaped_now(self.plan, self.executor, item)
+        return shaped is not None and self.writer.write(shaped.frame(self.channel.prefix))
 
 
 async def serve(
@@ -263,7 +362,11 @@ async def serve(
         actor = context.actor
         run_id = await shared.run_access(context, actor, str(args.get("runId")))
         after = args.get("afterSeq")
-        follow = follow_events(context.resources, actor.tenant_id, run_id, after or 0)
+        deadline = _deadline(actor)
+        sink = None
+        if channel.writer is not None:
+            sink = InlineSink(shared, plan, executor, channel, channel.writer, deadline)
+        follow = follow_events(context.resources, actor.tenant_id, run_id, after or 0, sink)
         first = await _first(follow)
     except Exception as exc:
         await channel.fail(_located(exc, plan), mid_stream=False)
@@ -271,7 +374,7 @@ async def serve(
     async with contextlib.aclosing(follow) as items:
         try:
             # One timer for the whole stream (not one per event): the token's expiry.
-            async with asyncio.timeout_at(_deadline(actor)):
+            async with asyncio.timeout_at(deadline):
                 item = first
                 while item is not None and not channel.operation.completed:
                     await channel.next(await shared.payload(plan, executor, item))

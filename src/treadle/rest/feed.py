@@ -8,6 +8,10 @@ Server → client, one JSON object per text frame:
   ``{"type": "complete", "runId"}`` after its terminal event;
 - ``{"type": "error", "code", "message"[, "runId"]}``.
 
+A stored event's frame is encoded once per process (kept by run and ``seq``, bounded) and, on
+uvicorn's websockets-sansio protocol, written straight to every socket that follows the run;
+a caught-up follower gets live events inline (see ``services.follow`` and ``wsframes``).
+
 Client → server: ``{"subscribe": runId[, "afterSeq": n]}`` and ``{"unsubscribe": runId}``.
 A missing or bad token: an ``error`` frame, then close 4401; when the token expires, the same.
 Another tenant's run is NOT_FOUND, as everywhere.
@@ -19,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections import OrderedDict
 from collections.abc import AsyncGenerator
 from typing import Any, Final
 
@@ -37,11 +42,14 @@ from treadle.services.context import open_service_context
 from treadle.services.follow import Item, follow_events
 from treadle.services.updates import Update, follow_updates, next_before_expiry
 from treadle.services.views import EventView
+from treadle.wsframes import FrameWriter, text_frame, writer_for
 
 logger = logging.getLogger(__name__)
 
 CLOSE_UNAUTHENTICATED: Final = 4401
 CLOSE_LIMITED: Final = 4429
+KEEP: Final = 16_384  # encoded event frames kept, a few hundred bytes each
+_FRAMES: OrderedDict[tuple[str, int], tuple[str, bytes]] = OrderedDict()
 
 
 def _json(value: object) -> str:
@@ -55,6 +63,34 @@ def _error(exc: TreadleError, run_id: str | None = None) -> dict[str, Any]:
     return body
 
 
+def _event_frame(run_id: str, item: Item) -> tuple[str, bytes]:
+    """The ``event`` message of ``item`` as text and as a websocket frame; a stored event's
+    are built once per process and shared by every socket following its run."""
+    if not isinstance(item, EventView):
+        text = _json({"type": "event", "runId": run_id, "event": item})
+        return text, text_frame(text.encode())
+    key = (run_id, item.seq)
+    hit = _FRAMES.get(key)
+    if hit is None:
+        text = _json({"type": "event", "runId": run_id, "event": item.to_json()})
+        hit = _FRAMES[key] = (text, text_frame(text.encode()))
+        if len(_FRAMES) > KEEP:
+            _FRAMES.popitem(last=False)
+    return hit
+
+
+class _RunSink:
+    """``services.follow``'s sink for one followed run: write the shared frame, or decline."""
+
+    __slots__ = ("run_id", "writer")
+
+    def __init__(self, run_id: str, writer: FrameWriter) -> None:
+        self.run_id, self.writer = run_id, writer
+
+    def __call__(self, item: Item) -> bool:
+        return self.writer.write(_event_frame(self.run_id, item)[1])
+
+
 class FeedConnection:
     """One ``/ws`` socket: the tenant's updates plus the runs the client subscribed to."""
 
@@ -64,10 +100,21 @@ class FeedConnection:
         self.actor = actor
         self.runs: dict[str, asyncio.Task[None]] = {}
         self._send_lock = asyncio.Lock()
+        self.writer = writer_for(websocket)
 
     async def send(self, body: dict[str, Any]) -> None:
+        await self._send_text(_json(body))
+
+    async def _send_text(self, text: str) -> None:
         async with self._send_lock:
-            await self.websocket.send_text(_json(body))
+            if self.writer is not None:
+                self.writer.flush()  # frames written directly go first
+            await self.websocket.send_text(text)
+
+    async def send_event(self, run_id: str, item: Item) -> None:
+        text, frame = _event_frame(run_id, item)
+        if self.writer is None or not self.writer.write(frame):
+            await self._send_text(text)
 
     async def serve(self, updates: AsyncGenerator[Update | None, None]) -> None:
         pump = asyncio.create_task(self._pump(updates))
@@ -125,7 +172,8 @@ class FeedConnection:
         except TreadleError as exc:
             await self.send(_error(exc, run_id))
             return
-        follow = follow_events(self.resources, run.tenant_id, run.id, after_seq)
+        sink = None if self.writer is None else _RunSink(run_id, self.writer)
+        follow = follow_events(self.resources, run.tenant_id, run.id, after_seq, sink)
         task = asyncio.create_task(self._follow(run_id, follow))
         self.runs[run_id] = task
         task.add_done_callback(lambda _: self._forget(run_id, task))
@@ -139,8 +187,7 @@ class FeedConnection:
             async with contextlib.aclosing(follow) as items:
                 try:
                     async for item in items:
-                        event = item.to_json() if isinstance(item, EventView) else item
-                        await self.send({"type": "event", "runId": run_id, "event": event})
+                        await self.send_event(run_id, item)
                 except TreadleError as exc:
                     await self.send(_error(exc, run_id))
                     return

@@ -14,15 +14,22 @@ Invariants:
   (not after that node's completion, failure, retry or cancellation was sent).
 - The stream ends after the run's terminal event, or at once when the run already finished
   and the caller has seen everything.
+- With a ``sink``, a caught-up follower takes live events inline: while it waits on an empty
+  buffer, the bus hands each message to it in the call that received it, and the sink writes
+  the event then and there (no task switch, no queue, no database read). The same rules apply
+  (exactly the next ``seq``, deltas of open nodes); anything else, or a sink that cannot write
+  now, goes through the buffer and the loop below. After the terminal event the follower's
+  task is woken to end the stream.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -36,7 +43,10 @@ from treadle.services.views import EventView
 from treadle.tenancy import transaction
 
 if TYPE_CHECKING:
+    from treadle.pubsub import Message
     from treadle.resources import Resources
+
+logger = logging.getLogger(__name__)
 
 PAGE: Final = 500
 DELTA: Final = "STEP_OUTPUT_DELTA"
@@ -53,6 +63,10 @@ _CLOSING: Final = frozenset(
 _READING: dict[tuple[int, uuid.UUID, uuid.UUID, int], _PageRead] = {}
 _VIEW: Final = "\x00view"  # where _view() keeps a live message's parsed event
 Item = EventView | dict[str, Any]  # stored events, or live-only output deltas (dicts)
+# Writes one item at once, synchronously; False when it cannot now (the item then comes
+# through the generator instead). Called only when everything before was yielded and sent.
+Sink = Callable[[Item], bool]
+_WAKE: Final = {"type": "treadle.wake"}  # the inline path sent the terminal event: end now
 
 
 @dataclass(slots=True)
@@ -82,12 +96,17 @@ class _Cursor:
 
 
 async def follow_events(
-    resources: Resources, tenant_id: uuid.UUID, run_id: uuid.UUID, after_seq: int
+    resources: Resources,
+    tenant_id: uuid.UUID,
+    run_id: uuid.UUID,
+    after_seq: int,
+    sink: Sink | None = None,
 ) -> AsyncGenerator[Item, None]:
     """Yield the run's events with ``seq > after_seq`` in order, then live ones as they come.
 
     The caller has already checked that the run belongs to ``tenant_id``. Ends after the
     run's terminal event. Raises ``RateLimitedError`` past the per-tenant subscription limit.
+    With ``sink``, live events that can be written at once are written by it and not yielded.
     """
     if after_seq < 0:
         raise ValidationError("afterSeq must be >= 0", fields={"afterSeq": "must be >= 0"})
@@ -111,7 +130,7 @@ async def follow_events(
                 resources.bus.resync(channel)
             if cursor.finished():
                 return
-            async with contextlib.aclosing(_live(sub, cursor, poll)) as live:
+            async with contextlib.aclosing(_live(sub, cursor, poll, sink)) as live:
                 async for item in live:
                     yield item
             if cursor.finished():
@@ -119,7 +138,7 @@ async def follow_events(
 
 
 async def _live(
-    sub: Subscription, cursor: _Cursor, poll_seconds: float
+    sub: Subscription, cursor: _Cursor, poll_seconds: float, sink: Sink | None = None
 ) -> AsyncGenerator[Item, None]:
     """Forward live messages while they arrive in order; return to re-read the database.
 
@@ -128,8 +147,11 @@ async def _live(
     """
     cursor.polled = False
     wait = poll_seconds * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
+    inline = None if sink is None else _Inline(sub, cursor, sink)
     while not cursor.finished():
-        message = await sub.get(wait)
+        message = await _parked(sub, inline, wait)
+        if cursor.finished():
+            return  # the terminal event went out inline
         if message is None:
             if sub.watch.claim(poll_seconds):
                 cursor.polled = True
@@ -149,6 +171,49 @@ async def _live(
         event = _view(message)
         cursor.advance(event)
         yield event
+
+
+async def _parked(sub: Subscription, inline: _Inline | None, wait: float) -> Message | None:
+    """The next buffered message; meanwhile (buffer empty) the bus may hand messages inline."""
+    if inline is not None and sub.queue.empty() and not sub.overflowed:
+        sub.inline = inline  # parked: everything before was yielded and sent
+    try:
+        return await sub.get(wait)
+    finally:
+        sub.inline = None
+
+
+class _Inline:
+    """A parked follower's inline path: the same rules as ``_live``, in the bus's call."""
+
+    __slots__ = ("cursor", "sink", "sub")
+
+    def __init__(self, sub: Subscription, cursor: _Cursor, sink: Sink) -> None:
+        self.sub, self.cursor, self.sink = sub, cursor, sink
+
+    def __call__(self, message: Message) -> bool:
+        """True when ``message`` was handled (written, or not wanted); False: buffer it."""
+        cursor = self.cursor
+        try:
+            if message.get("type") == DELTA:
+                return not cursor.wants_delta(message) or self.sink(message)
+            seq = message.get("seq")
+            if not isinstance(seq, int) or seq <= cursor.last:
+                return True  # already sent
+            if seq != cursor.last + 1:
+                return False  # a gap: the loop re-reads the database
+            event = _view(message)
+            if not self.sink(event):
+                return False
+            cursor.advance(event)
+            if cursor.done:
+                self.sub.inline = None
+                with contextlib.suppress(asyncio.QueueFull):
+                    self.sub.queue.put_nowait(_WAKE)
+            return True
+        except Exception:
+            logger.debug("inline delivery failed; buffering", exc_info=True)
+            return False
 
 
 def _view(message: dict[str, Any]) -> EventView:
