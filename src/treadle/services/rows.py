@@ -137,29 +137,7 @@ class EventRow:
     created_at: datetime
 
     def view(self) -> EventView:
-        return EventView(
-            id=self.id,
-            run_id=self.run_id,
-            seq=self.seq,
-            type=self.type,
-            node_id=self.node_id,
-            data=self.data,
-            created_at=self.created_at,
-        )
-
-
-def step_view(row: StepRow) -> StepView:
-    return StepView(
-        id=row.id,
-        node_id=row.node_id,
-        type=row.type,
-        status=row.status,
-        attempt=row.attempt,
-        output=row.output,
-        error=row.error,
-        started_at=row.started_at,
-        finished_at=row.finished_at,
-    )
+        return EventView.of(self)
 
 
 def run_view(run: RunRow, steps: Mapping[str, StepRow], order: Sequence[str]) -> RunView:
@@ -175,7 +153,7 @@ def run_view(run: RunRow, steps: Mapping[str, StepRow], order: Sequence[str]) ->
         created_at=run.created_at,
         started_at=run.started_at,
         finished_at=run.finished_at,
-        steps=tuple(step_view(steps[node]) for node in order if node in steps),
+        steps=tuple(StepView.of(steps[node]) for node in order if node in steps),
     )
 
 

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Protocol, TypeVar
 
 import pydantic
 from pydantic import ConfigDict, Field, PlainSerializer, WithJsonSchema
@@ -23,7 +23,7 @@ from treadle.engine.json import JSON, JSONObject
 from treadle.engine.states import EventType, RunStatus, StepStatus
 from treadle.errors import ValidationError
 from treadle.jsoncheck import check_input
-from treadle.models import Tenant, User, Workflow, WorkflowEvent, WorkflowRun, WorkflowStep
+from treadle.models import Tenant, User, Workflow, WorkflowRun
 from treadle.redact import redact
 from treadle.security import Role
 
@@ -151,6 +151,48 @@ class WorkflowView(View):
         )
 
 
+class StepFields(Protocol):
+    """What a step view is made of: a ``WorkflowStep`` or the hot path's plain row."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def node_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def output(self) -> JSON: ...
+    @property
+    def error(self) -> JSON: ...
+    @property
+    def started_at(self) -> datetime | None: ...
+    @property
+    def finished_at(self) -> datetime | None: ...
+
+
+class EventFields(Protocol):
+    """What an event view is made of: a ``WorkflowEvent`` or the hot path's plain row."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def run_id(self) -> uuid.UUID: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def node_id(self) -> str | None: ...
+    @property
+    def data(self) -> JSON: ...
+    @property
+    def created_at(self) -> datetime: ...
+
+
 class StepView(View):
     id: uuid.UUID
     node_id: str
@@ -163,7 +205,7 @@ class StepView(View):
     finished_at: Instant | None
 
     @classmethod
-    def of(cls, row: WorkflowStep) -> StepView:
+    def of(cls, row: StepFields) -> StepView:
         return cls(
             id=row.id,
             node_id=row.node_id,
@@ -221,7 +263,7 @@ class EventView(View):
     created_at: Instant
 
     @classmethod
-    def of(cls, row: WorkflowEvent) -> EventView:
+    def of(cls, row: EventFields) -> EventView:
         return cls(
             id=row.id,
             run_id=row.run_id,
