@@ -30,7 +30,7 @@ from tests.conftest import make_settings
 from tests.fakes import serve_app
 from tests.fakes.sink import Sink
 from tests.support.client import RestApi, unique_email
-from tests.support.live import ROOT, LiveServer, settings_env
+from tests.support.live import ROOT, LiveServer, settings_env, stop_group
 from treadle.settings import Settings
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow]
@@ -101,13 +101,7 @@ class Worker:
         return data
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
+        stop_group(self.proc, timeout=20)
 
 
 def loaded(modules: list[str], package: str) -> list[str]:
